@@ -1,3 +1,22 @@
-"""Co-Settle for Hugging Face: a light projection on a frozen image ViT, trained for video."""
+"""Co-Settle for Hugging Face: a light projection on a frozen image ViT, trained for video.
+
+Public API:
+    CoSettleConfig      the adapter's configuration (projection, base backbone, method settings)
+    CoSettleModel       the adapter: from_backbone / from_pretrained / save_pretrained / push_to_hub
+    CoSettleOutput      what the model returns: features, backbone_features, grid_size
+    BackboneEncoder     any supported transformers ViT as a frozen patch-token encoder
+    supported_model_types()   the backbone `model_type`s co-settle-hf knows
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .backbones.encoder import BackboneEncoder
+from .backbones.families import supported_model_types
+from .configuration_co_settle import CoSettleConfig
+from .modeling_co_settle import CoSettleModel, CoSettleOutput
+
+AutoConfig.register("co_settle", CoSettleConfig, exist_ok=True)
+AutoModel.register(CoSettleConfig, CoSettleModel, exist_ok=True)
 
 __version__ = "0.1.0"
+__all__ = ["BackboneEncoder", "CoSettleConfig", "CoSettleModel", "CoSettleOutput", "supported_model_types"]

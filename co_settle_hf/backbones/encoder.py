@@ -1,0 +1,242 @@
+"""One code path from any supported vision transformer to its final, normed patch tokens.
+
+`BackboneEncoder` wraps a frozen transformers model. It runs the model's own forward (with
+positional embeddings interpolated to the input size), drops every prefix token and returns the
+patch tokens in row-major grid order. PEA is applied through a short-lived forward hook on the
+module that produces the positional information, so the three views of a training step can go
+through the backbone as one batch while only the backward copies see cropped positions.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import Tensor, nn
+
+from .families import BackboneFamily, family_for
+
+
+class PEAUnavailableError(ValueError):
+    """PEA was requested for a backbone without positional embeddings to augment."""
+
+
+@dataclass(frozen=True)
+class PositionCrop:
+    """PEA for the LAST `len(offsets)` images of a batch.
+
+    Attributes:
+        alpha: the grid is upsampled to int((1 + alpha) * h) x int((1 + alpha) * w).
+        offsets: (K, 2) long tensor of (row, col) window offsets in the upsampled grid, one per
+            image that gets PEA (repeat one row for the released code's per-batch offset).
+    """
+
+    alpha: float
+    offsets: Tensor
+
+
+def resolve_attribute(root: Any, path: str | None) -> Any:
+    """`root.a.b.c` for path "a.b.c"; None when any step is missing or None."""
+    if path is None:
+        return None
+    for name in path.split("."):
+        root = getattr(root, name, None)
+        if root is None:
+            return None
+    return root
+
+
+def _read_processor_stats(name_or_path: str, revision: str | None) -> tuple[list, list] | None:
+    """Mean and std from the checkpoint's `preprocessor_config.json`, if it has one."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(
+            name_or_path, "preprocessor_config.json", revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    except OSError:
+        return None
+    if path is None:
+        return None
+    with open(path) as handle:
+        stats = json.load(handle)
+    if "image_mean" not in stats or "image_std" not in stats:
+        return None
+    return list(map(float, stats["image_mean"])), list(map(float, stats["image_std"]))
+
+
+def _resize_grid(grid: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic resize of an (h, w, D) grid; the identity (exactly) when the size already fits."""
+    if tuple(grid.shape[:2]) == tuple(size):
+        return grid
+    resized = F.interpolate(
+        grid.permute(2, 0, 1)[None].float(), size=size, mode="bicubic", align_corners=False
+    )
+    return resized[0].permute(1, 2, 0).to(grid.dtype)
+
+
+class BackboneEncoder:
+    """A frozen transformers vision model seen as a patch-token encoder.
+
+    It is also an evaluation encoder: it has `image_mean`, `image_std` and `patch_size`, and
+    calling it on normalised pixels returns (B, h, w, D) patch features.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        name_or_path: str | None = None,
+        revision: str | None = None,
+        image_mean: tuple[float, ...] | None = None,
+        image_std: tuple[float, ...] | None = None,
+    ) -> None:
+        config = model.config
+        self.family: BackboneFamily = family_for(config.model_type, name_or_path)
+        if config.model_type in self.family.multimodal_types:
+            model = model.vision_model
+            config = model.config
+        self.model = model.eval().requires_grad_(False)
+        self.config = config
+        self.name_or_path = name_or_path or getattr(config, "_name_or_path", None) or None
+        self.revision = revision
+        self.model_type: str = config.model_type
+        self.hidden_size: int = int(config.hidden_size)
+        patch = config.patch_size
+        self.patch_size: int = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self.num_prefix_tokens: int = self.family.prefix_tokens(config)
+        self.image_mean = tuple(image_mean or self.family.image_mean)
+        self.image_std = tuple(image_std or self.family.image_std)
+
+        self._pos_table = resolve_attribute(self.model, self.family.pos_embed)
+        self.position_kind = self.family.positions
+        if self.position_kind == "relative" and self._pos_table is not None:
+            self.position_kind = "learned"  # BEiT with use_absolute_position_embeddings
+        self._final_norm = resolve_attribute(self.model, self.family.final_norm)
+        accepted = inspect.signature(self.model.forward).parameters
+        self._forward_kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in accepted else {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str, revision: str | None = None, **hub_kwargs: Any
+    ) -> "BackboneEncoder":
+        """Load a backbone by Hub id or local path; the resolved commit is kept as `revision`."""
+        config = transformers.AutoConfig.from_pretrained(name_or_path, revision=revision, **hub_kwargs)
+        family = family_for(config.model_type, name_or_path)
+        if family.model_class and config.model_type in family.model_types:
+            model_class = getattr(transformers, family.model_class)
+        else:
+            model_class = transformers.AutoModel
+        for key, value in family.load_kwargs.items():
+            setattr(config, key, value)
+        model = model_class.from_pretrained(name_or_path, config=config, revision=revision, **hub_kwargs)
+        commit = getattr(config, "_commit_hash", None) or revision
+        stats = _read_processor_stats(name_or_path, commit) or (None, None)
+        return cls(model, name_or_path=name_or_path, revision=commit, image_mean=stats[0], image_std=stats[1])
+
+    # ------------------------------------------------------------------ forward
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.patch_size, width // self.patch_size
+
+    @torch.no_grad()
+    def patch_tokens(self, pixel_values: Tensor, pea: PositionCrop | None = None) -> tuple[Tensor, tuple[int, int]]:
+        """Final normed patch tokens (B, N, D) in row-major order, and the grid (h, w)."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (B, 3, H, W), got {tuple(pixel_values.shape)}")
+        grid = self.grid_size(*pixel_values.shape[-2:])
+        kwargs = dict(self._forward_kwargs)
+        if self.family.in_order_noise:
+            n = grid[0] * grid[1]
+            kwargs["noise"] = torch.arange(n, device=pixel_values.device, dtype=torch.float32).expand(len(pixel_values), n)
+        dtype = next(self.model.parameters()).dtype
+        with self._pea_hook(pea, grid, len(pixel_values)):
+            hidden = self.model(pixel_values.to(dtype), **kwargs).last_hidden_state
+        if self._final_norm is not None:
+            hidden = self._final_norm(hidden)
+        tokens = hidden[:, self.num_prefix_tokens :]
+        if tokens.shape[1] != grid[0] * grid[1]:
+            raise RuntimeError(
+                f"{self.family.name}: expected {grid[0] * grid[1]} patch tokens for a {grid} grid, "
+                f"got {tokens.shape[1]} after dropping {self.num_prefix_tokens} prefix tokens"
+            )
+        return tokens, grid
+
+    def __call__(self, pixel_values: Tensor) -> Tensor:
+        tokens, (h, w) = self.patch_tokens(pixel_values)
+        return tokens.reshape(len(tokens), h, w, -1)
+
+    # ------------------------------------------------------------------ PEA
+    def position_grid(self, grid: tuple[int, int]) -> Tensor:
+        """The absolute positional embeddings of the patches as an (h, w, D) grid at `grid`."""
+        table = self._pos_table
+        if table is None:
+            raise PEAUnavailableError(f"{self.family.name} has no absolute positional embeddings")
+        table = table.detach().reshape(-1, table.shape[-1])[self.family.pos_prefix :]
+        side = int(round(table.shape[0] ** 0.5))
+        return _resize_grid(table.reshape(side, side, -1), grid)
+
+    @contextmanager
+    def _pea_hook(self, pea: PositionCrop | None, grid: tuple[int, int], batch: int) -> Iterator[None]:
+        if pea is None:
+            yield
+            return
+        if self.position_kind == "relative":
+            raise PEAUnavailableError(
+                f"PEA needs positional embeddings, but {self.family.name} ({self.model_type}) only has a "
+                "relative position bias: turn PEA off explicitly (pea_alpha=None / --no-pea)."
+            )
+        if self.position_kind == "rotary":
+            handle = self.model.rope_embeddings.register_forward_hook(self._rotary_hook(pea, grid, batch))
+        else:
+            handle = self.model.embeddings.register_forward_hook(self._absolute_hook(pea, grid))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _absolute_hook(self, pea: PositionCrop, grid: tuple[int, int]):
+        from ..objective.pea import interpolate_and_crop
+
+        plain = self.position_grid(grid)
+        n, k = grid[0] * grid[1], len(pea.offsets)
+        delta = (interpolate_and_crop(plain, pea.alpha, pea.offsets) - plain).reshape(k, n, -1)
+
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            embeddings = output[0] if isinstance(output, tuple) else output
+            shifted = embeddings.clone()
+            shifted[-k:, -n:] += delta.to(shifted.dtype)
+            return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
+
+        return hook
+
+    def _rotary_hook(self, pea: PositionCrop, grid: tuple[int, int], batch: int):
+        """Rotary PEA: the rotary tables of a (1 + alpha)-times larger patch grid, cropped."""
+        from ..objective.pea import crop_windows, upsampled_size
+
+        big_h, big_w = upsampled_size(grid[0], grid[1], pea.alpha)
+        n, k = grid[0] * grid[1], len(pea.offsets)
+
+        def hook(module: nn.Module, args: Any, output: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            pixels = args[0]
+            stand_in = pixels.new_empty(1, 1, 1, 1).expand(1, 3, big_h * self.patch_size, big_w * self.patch_size)
+            big = module.forward(stand_in)  # .forward: do not re-enter this hook
+            tables = []
+            for plain, large in zip(output, big):
+                cropped = crop_windows(large.reshape(big_h, big_w, -1), pea.offsets, grid).reshape(k, n, -1)
+                full = torch.cat([plain.expand(batch - k, n, -1), cropped.to(plain.dtype)])
+                tables.append(full[:, None])  # (B, 1, N, head_dim) broadcasts over heads
+            return tables[0], tables[1]
+
+        return hook

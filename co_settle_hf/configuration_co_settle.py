@@ -1,0 +1,104 @@
+"""Configuration of a Co-Settle adapter: the projection, the frozen base it belongs to, the method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+PROJECTIONS = ("linear", "mlp2", "mlp3")
+SEPARABILITY_KINDS = ("kl", "mse")
+KL_DIRECTIONS = ("code", "paper")
+PEA_MODES = ("random", "center", "edge")
+
+
+class CoSettleConfig(PreTrainedConfig):
+    """Everything needed to rebuild a Co-Settle adapter and to train it again.
+
+    The defaults are the published recipe (SPEC.md section 2): a `linear` projection
+    (Linear -> Tanh -> LayerNorm), temperature 0.03, 2x2 pooling, PEA alpha 10 with one random
+    crop per batch, the separability KL in the direction of the released code, weight 3, and a
+    frame gap of 0.15 of the clip.
+
+    Args:
+        projection: `linear`, `mlp2` or `mlp3`.
+        hidden_size: width D of the backbone's patch tokens (and of the projection).
+        base_model_name_or_path: Hub id or path of the frozen backbone.
+        base_model_revision: the resolved commit of that backbone, so loading is reproducible.
+        base_model_type: `model_type` of the backbone's vision tower.
+        patch_size: the backbone's patch size in pixels.
+        num_prefix_tokens: CLS, distillation and register tokens dropped before the projection.
+        image_mean / image_std: normalisation the backbone expects.
+        image_size: training resolution (square).
+        cycle_temperature: tau of the cycle affinities (named so to stay clear of generation
+            settings, which transformers forbids in a model config).
+        pool_size: average-pooling kernel and stride on the patch grid for the cycle.
+        pea_alpha: PEA upsampling factor; None turns PEA off (needed for relative-bias backbones).
+        pea_mode: where the PEA window is cropped: `random`, `center` or `edge`.
+        pea_per_sample: one crop per image instead of the released code's one per batch.
+        separability: `kl` or `mse`.
+        kl_direction: `code` = KL(softmax Z || softmax P) as released; `paper` = KL(P || Z).
+        separability_weight: lambda in L = L_cyc + lambda * L_reg.
+        frame_gap: delta, the gap between the two frames as a fraction of the clip.
+    """
+
+    model_type = "co_settle"
+
+    def __init__(
+        self,
+        projection: str = "linear",
+        hidden_size: int = 768,
+        base_model_name_or_path: str | None = None,
+        base_model_revision: str | None = None,
+        base_model_type: str | None = None,
+        patch_size: int = 16,
+        num_prefix_tokens: int = 1,
+        image_mean: list[float] | tuple[float, ...] = (0.485, 0.456, 0.406),
+        image_std: list[float] | tuple[float, ...] = (0.229, 0.224, 0.225),
+        image_size: int = 224,
+        cycle_temperature: float = 0.03,
+        pool_size: int = 2,
+        pea_alpha: float | None = 10.0,
+        pea_mode: str = "random",
+        pea_per_sample: bool = False,
+        separability: str = "kl",
+        kl_direction: str = "code",
+        separability_weight: float = 3.0,
+        frame_gap: float = 0.15,
+        **kwargs: Any,
+    ) -> None:
+        _check_choice("projection", projection, PROJECTIONS)
+        _check_choice("separability", separability, SEPARABILITY_KINDS)
+        _check_choice("kl_direction", kl_direction, KL_DIRECTIONS)
+        _check_choice("pea_mode", pea_mode, PEA_MODES)
+        if cycle_temperature <= 0:
+            raise ValueError(f"cycle_temperature must be positive, got {cycle_temperature}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        if pea_alpha is not None and pea_alpha < 0:
+            raise ValueError(f"pea_alpha must be >= 0 or None (PEA off), got {pea_alpha}")
+        self.projection = projection
+        self.hidden_size = hidden_size
+        self.base_model_name_or_path = base_model_name_or_path
+        self.base_model_revision = base_model_revision
+        self.base_model_type = base_model_type
+        self.patch_size = patch_size
+        self.num_prefix_tokens = num_prefix_tokens
+        self.image_mean = list(image_mean)
+        self.image_std = list(image_std)
+        self.image_size = image_size
+        self.cycle_temperature = cycle_temperature
+        self.pool_size = pool_size
+        self.pea_alpha = pea_alpha
+        self.pea_mode = pea_mode
+        self.pea_per_sample = pea_per_sample
+        self.separability = separability
+        self.kl_direction = kl_direction
+        self.separability_weight = separability_weight
+        self.frame_gap = frame_gap
+        super().__init__(**kwargs)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
