@@ -73,6 +73,19 @@ def _read_processor_stats(name_or_path: str, revision: str | None) -> tuple[list
     return list(map(float, stats["image_mean"])), list(map(float, stats["image_std"]))
 
 
+def _resolved_commit(name_or_path: str, revision: str | None, hub_kwargs: dict[str, Any]) -> str | None:
+    """The commit a Hub checkpoint was loaded from (None for a local folder), to pin it."""
+    from pathlib import Path
+
+    from transformers.utils import cached_file
+    from transformers.utils.hub import extract_commit_hash
+
+    if Path(name_or_path).is_dir():
+        return None
+    config_path = cached_file(name_or_path, "config.json", revision=revision, **hub_kwargs)
+    return extract_commit_hash(config_path, None) or revision
+
+
 def _resize_grid(grid: Tensor, size: tuple[int, int]) -> Tensor:
     """Bicubic resize of an (h, w, D) grid; the identity (exactly) when the size already fits."""
     if tuple(grid.shape[:2]) == tuple(size):
@@ -103,6 +116,8 @@ class BackboneEncoder:
         if config.model_type in self.family.multimodal_types:
             model = model.vision_model
             config = model.config
+        for key, value in self.family.load_kwargs.items():  # e.g. ViTMAE must keep every token
+            setattr(config, key, value)
         self.model = model.eval().requires_grad_(False)
         self.config = config
         self.name_or_path = name_or_path or getattr(config, "_name_or_path", None) or None
@@ -135,10 +150,10 @@ class BackboneEncoder:
             model_class = getattr(transformers, family.model_class)
         else:
             model_class = transformers.AutoModel
-        for key, value in family.load_kwargs.items():
+        for key, value in family.load_kwargs.items():  # before loading, as the model may read them in __init__
             setattr(config, key, value)
         model = model_class.from_pretrained(name_or_path, config=config, revision=revision, **hub_kwargs)
-        commit = getattr(config, "_commit_hash", None) or revision
+        commit = _resolved_commit(name_or_path, revision, hub_kwargs)
         stats = _read_processor_stats(name_or_path, commit) or (None, None)
         return cls(model, name_or_path=name_or_path, revision=commit, image_mean=stats[0], image_std=stats[1])
 

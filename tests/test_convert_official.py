@@ -1,0 +1,77 @@
+"""Converting the authors' released .pth checkpoints, on checkpoints fabricated with their key layout."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from co_settle_hf import CoSettleModel
+from co_settle_hf.hub.convert_official import OfficialCheckpointError, convert_official_checkpoint
+from tiny_backbones import save_backbone
+
+
+@pytest.fixture(scope="module")
+def vit_dir(tmp_path_factory):
+    return str(save_backbone("vit", tmp_path_factory.mktemp("vit")))
+
+
+def fabricate(kind: str, width: int = 32, ddp: bool = True) -> dict:
+    prefix = ("module." if ddp else "") + "adapter.adapter."
+    torch.manual_seed(1)
+    names = ["adapter_linear"] if kind == "linear" else [f"adapter_linear{i}" for i in range(1, {"mlp2": 3, "mlp3": 4}[kind])]
+    state = {"module.encoder.blocks.0.attn.qkv.weight": torch.randn(3 * width, width)}  # backbone weights are ignored
+    for name in names:
+        state[f"{prefix}{name}.weight"] = torch.randn(width, width)
+        state[f"{prefix}{name}.bias"] = torch.randn(width)
+    state[f"{prefix}adapter_layer_norm1.weight"] = torch.rand(width)
+    state[f"{prefix}adapter_layer_norm1.bias"] = torch.randn(width)
+    return {"model": state, "epoch": 4}
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp2", "mlp3"])
+def test_convert_each_variant(kind, vit_dir, tmp_path):
+    checkpoint = fabricate(kind, ddp=kind != "mlp2")
+    torch.save(checkpoint, tmp_path / "checkpoint.pth")
+    out = convert_official_checkpoint(tmp_path / "checkpoint.pth", vit_dir, tmp_path / "adapter")
+    model = CoSettleModel.from_pretrained(out)
+    assert model.config.projection == kind
+    prefix = "module.adapter.adapter." if kind != "mlp2" else "adapter.adapter."
+    first = "adapter_linear" if kind == "linear" else "adapter_linear1"
+    assert torch.equal(model.projection.linears[0].weight, checkpoint["model"][f"{prefix}{first}.weight"])
+    assert torch.equal(model.projection.norm.bias, checkpoint["model"][f"{prefix}adapter_layer_norm1.bias"])
+    # The converted projection is what the released code computes: tanh after each hidden linear.
+    z = torch.randn(3, 32)
+    expected = z
+    for index, linear in enumerate(model.projection.linears):
+        expected = linear(expected)
+        if index < len(model.projection.linears) - 1 or kind == "linear":
+            expected = torch.tanh(expected)
+    expected = torch.nn.functional.layer_norm(expected, (32,), model.projection.norm.weight, model.projection.norm.bias)
+    assert torch.allclose(model.project(z), expected, atol=1e-6)
+
+
+def test_checkpoint_without_projection_keys(vit_dir, tmp_path):
+    torch.save({"model": {"encoder.weight": torch.zeros(2)}}, tmp_path / "other.pth")
+    with pytest.raises(OfficialCheckpointError, match="holds no Co-Settle projection"):
+        convert_official_checkpoint(tmp_path / "other.pth", vit_dir, tmp_path / "out")
+
+
+def test_width_mismatch(vit_dir, tmp_path):
+    torch.save(fabricate("linear", width=48), tmp_path / "wide.pth")
+    with pytest.raises(OfficialCheckpointError, match="width 48.*hidden size 32"):
+        convert_official_checkpoint(tmp_path / "wide.pth", vit_dir, tmp_path / "out")
+
+
+def test_pickled_code_is_never_run(vit_dir, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("open('/tmp/co_settle_pwned', 'w').write('x')",))
+
+    with open(tmp_path / "evil.pth", "wb") as handle:
+        pickle.dump({"model": Payload()}, handle)
+    with pytest.raises(OfficialCheckpointError, match="weights-only"):
+        convert_official_checkpoint(tmp_path / "evil.pth", vit_dir, tmp_path / "out")
+    import os
+    assert not os.path.exists("/tmp/co_settle_pwned")
