@@ -1,0 +1,38 @@
+"""Video data for Co-Settle training: clips, frame-pair sampling, pair augmentation, datasets."""
+
+from .bad_data import BadDataError, BadSampleTracker, check_bad_fraction
+from .base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Clip, ClipReadError
+from .discovery import clip_from_path, discover_clips
+from .frames import FrameFolderClip
+from .hf_datasets import DatasetClips, StreamingClips, dataset_clips
+from .pairs import FramePairDataset, IterableFramePairDataset, collate_pairs, sample_generator
+from .sampling import sample_pair_indices
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, random_resized_crop_params
+from .video import VideoFileClip, VideoInfo
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "BadDataError",
+    "BadSampleTracker",
+    "Clip",
+    "ClipReadError",
+    "DatasetClips",
+    "FrameFolderClip",
+    "FramePairDataset",
+    "IterableFramePairDataset",
+    "PairTransform",
+    "StreamingClips",
+    "VideoFileClip",
+    "VideoInfo",
+    "check_bad_fraction",
+    "clip_from_path",
+    "collate_pairs",
+    "dataset_clips",
+    "discover_clips",
+    "random_resized_crop_params",
+    "sample_generator",
+    "sample_pair_indices",
+]

@@ -1,0 +1,124 @@
+"""The pair augmentation of SPEC section 2 in plain torch: resize, one shared crop and flip, normalise."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
+    """Uniform integer in [low, high)."""
+    return int(torch.randint(low, high, (1,), generator=generator))
+
+
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.5, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """``(top, left, crop_height, crop_width)`` by the usual RandomResizedCrop rule.
+
+    Up to 10 tries: area fraction uniform in ``scale``, aspect ratio (w / h) log-uniform in
+    ``ratio``; the first box that fits is placed uniformly. Otherwise a centred crop of the
+    whole image, narrowed to the nearest allowed aspect ratio.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * _uniform(scale[0], scale[1], generator)
+        aspect = math.exp(_uniform(log_ratio[0], log_ratio[1], generator))
+        crop_w = round(math.sqrt(target_area * aspect))
+        crop_h = round(math.sqrt(target_area / aspect))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = _randint(0, height - crop_h + 1, generator)
+            left = _randint(0, width - crop_w + 1, generator)
+            return top, left, crop_h, crop_w
+    image_ratio = width / height
+    if image_ratio < min(ratio):
+        crop_w, crop_h = width, round(width / min(ratio))
+    elif image_ratio > max(ratio):
+        crop_w, crop_h = round(height * max(ratio)), height
+    else:
+        crop_w, crop_h = width, height
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic (antialiased when shrinking) resize of (k, 3, h, w) floats, clamped to the pixel range."""
+    if images.shape[-2:] == (size, size):
+        return images
+    resized = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return resized.clamp_(0.0, 255.0)
+
+
+class PairTransform:
+    """SPEC augmentation for the frames of one pair, with every random draw shared by all frames.
+
+    1. resize each frame to ``size x size`` (bicubic, antialiased, so downscaling does not alias);
+    2. one RandomResizedCrop (``scale``, ``ratio``) on that square, resized bicubically to
+       ``size x size``;
+    3. one horizontal flip with probability ``flip_p``;
+    4. scale to [0, 1] and normalise with ``mean`` / ``std`` (use the backbone processor's;
+       ImageNet constants are the released code's choice).
+
+    Bicubic overshoot is clamped to [0, 255] after each resize, as an 8-bit image pipeline
+    would. Input uint8 (k, H, W, 3); output float32 (k, 3, size, size). Randomness comes from
+    the ``generator`` passed to the call, else the one given here, else torch's global one.
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        scale: tuple[float, float] = (0.5, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip_p: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        if not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"scale must satisfy 0 < min <= max, got {scale}")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each with std > 0, got {mean}, {std}")
+        self.size, self.scale, self.ratio, self.flip_p = size, tuple(scale), tuple(ratio), flip_p
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.generator = generator
+        std_t = torch.tensor(self.std).view(1, 3, 1, 1)
+        # x_norm = (x / 255 - mean) / std = x * gain - offset, applied in one fused step.
+        self._gain = 1.0 / (255.0 * std_t)
+        self._offset = torch.tensor(self.mean).view(1, 3, 1, 1) / std_t
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+            raise ValueError(f"frames must be uint8 (k, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        generator = generator if generator is not None else self.generator
+        images = _resize(frames.permute(0, 3, 1, 2).float(), self.size)
+        top, left, crop_h, crop_w = random_resized_crop_params(self.size, self.size, self.scale, self.ratio, generator)
+        images = _resize(images[:, :, top : top + crop_h, left : left + crop_w], self.size)
+        if float(torch.rand((), generator=generator)) < self.flip_p:
+            images = images.flip(-1)
+        return (images * self._gain - self._offset).contiguous()
+
+    def __repr__(self) -> str:
+        return (
+            f"PairTransform(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
+            f"flip_p={self.flip_p}, mean={self.mean}, std={self.std})"
+        )

@@ -1,0 +1,283 @@
+"""Self-supervised Co-Settle training with Accelerate: one script from a laptop CPU to many GPUs.
+
+    accelerate launch -m co_settle_hf.train --backbone facebook/dinov2-small \
+        --train-dir kinetics400/train --output-dir dinov2-small-co-settle
+
+Only the projection is trained, prepared and checkpointed; the backbone is frozen, kept in eval
+mode and never saved. Randomness is keyed on (seed, epoch, sample) and (seed, step), so a run
+resumed from a checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from ..backbones.encoder import BackboneEncoder
+from ..data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FramePairDataset,
+    IterableFramePairDataset,
+    PairTransform,
+    check_bad_fraction,
+    collate_pairs,
+    dataset_clips,
+    discover_clips,
+    sample_generator,
+)
+from ..modeling_co_settle import CoSettleModel
+from ..objective.forward import training_forward
+from .arguments import parse_args
+
+logger = logging.getLogger(__name__)
+METRICS = ("loss", "cycle_loss", "separability_loss", "cycle_accuracy", "cycle_identity_similarity")
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation keyed on (seed, epoch): the same order whenever an epoch is replayed."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.size, generator=sample_generator(self.seed, self.epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def lr_lambda(warmup_steps: int, total_steps: int):
+    """Linear warm-up to the peak, then a half cosine to 0, evaluated every optimizer step."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices only: none on biases and norm parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_dataset(args: Any, mean: Sequence[float], std: Sequence[float]) -> FramePairDataset | IterableFramePairDataset:
+    """Clips from the chosen source turned into augmented frame pairs; fails early, naming the argument."""
+    if args.dataset_name:
+        clips = dataset_clips(args.dataset_name, args.dataset_config, args.split, args.video_column, args.streaming)
+    else:
+        source = args.train_dir or args.train_list
+        flag = "--train-dir" if args.train_dir else "--train-list"
+        try:
+            clips = discover_clips(source)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"{flag}: {error}") from None
+    transform = PairTransform(size=args.image_size, mean=mean, std=std)
+    if args.streaming:
+        return IterableFramePairDataset(clips, transform, delta=args.frame_gap, seed=args.seed)
+    if len(clips) == 0:
+        raise SystemExit(f"--dataset-name {args.dataset_name}: split {args.split!r} holds no videos")
+    return FramePairDataset(clips, transform, delta=args.frame_gap, seed=args.seed)
+
+
+def load_backbone(args: Any) -> BackboneEncoder:
+    try:
+        return BackboneEncoder.from_pretrained(args.backbone, revision=args.backbone_revision)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--backbone {args.backbone}: {error}") from None
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> Path:
+    if resume != "latest":
+        path = Path(resume)
+        if not path.is_dir():
+            raise SystemExit(f"--resume-from-checkpoint: {path} is not a checkpoint folder")
+        return path
+    found = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not found:
+        raise SystemExit(f"--resume-from-checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}")
+    return found[-1]
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.report_to if args.with_tracking else None,
+        project_dir=str(output_dir),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.ERROR)
+    set_seed(args.seed)
+
+    # Everything that can fail on bad arguments fails here, before any training work.
+    backbone = load_backbone(args)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.imagenet_normalization else (backbone.image_mean, backbone.image_std)
+    dataset = build_dataset(args, mean, std)
+    model = CoSettleModel.from_backbone(
+        backbone,
+        projection=args.projection,
+        image_size=args.image_size,
+        image_mean=list(mean),
+        image_std=list(std),
+        cycle_temperature=args.temperature,
+        pool_size=args.pool_size,
+        pea_alpha=None if args.no_pea else args.pea_alpha,
+        pea_mode=args.pea_mode,
+        pea_per_sample=args.pea_per_sample,
+        separability=args.separability,
+        kl_direction=args.kl_direction,
+        separability_weight=args.separability_weight,
+        frame_gap=args.frame_gap,
+    )
+
+    sampler = None if args.streaming else EpochShuffleSampler(len(dataset), args.seed)
+    loader = DataLoader(
+        dataset, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
+        num_workers=args.num_workers, collate_fn=collate_pairs, persistent_workers=args.num_workers > 0,
+    )
+    global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    learning_rate = args.learning_rate or args.base_learning_rate * global_batch / 256
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=learning_rate, betas=(0.9, 0.95))
+
+    if args.streaming:
+        steps_per_epoch, max_steps = args.max_train_steps, args.max_train_steps
+    else:
+        batches = len(dataset) // (args.per_device_train_batch_size * accelerator.num_processes)
+        if batches == 0:
+            raise SystemExit(
+                f"{len(dataset)} clips cannot fill one batch of {args.per_device_train_batch_size} on each of "
+                f"{accelerator.num_processes} processes: lower --per-device-train-batch-size"
+            )
+        steps_per_epoch = max(1, batches // args.gradient_accumulation_steps)
+        max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    warmup = args.num_warmup_steps if args.num_warmup_steps is not None else int(args.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(max(warmup, 1), max_steps), max_steps))
+
+    # The scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step
+    # it once per process), and registered so checkpoints still hold it.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
+    print(f"co-settle: process {accelerator.process_index} of {accelerator.num_processes} on {accelerator.device}", flush=True)
+    if args.with_tracking:
+        accelerator.init_trackers("co_settle", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    step = 0
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(output_dir, args.resume_from_checkpoint)
+        accelerator.print(f"Resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        step = int(checkpoint.name.split("_")[1])
+
+    log_path = output_dir / "train_log.jsonl"
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="co-settle", unit="step")
+    bad_total = seen_total = 0
+    started, samples_done = time.perf_counter(), 0
+    last_good_checkpoint: Path | None = None
+
+    for epoch in range(step // steps_per_epoch, num_epochs):
+        # Accelerate's loader re-applies its own epoch counter to the sampler and dataset at each
+        # pass; set it (it forwards to both) so a resumed run draws exactly the same pairs.
+        loader.set_epoch(epoch)
+        skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+        batches = accelerator.skip_first_batches(loader, skip) if skip and not args.streaming else loader
+        epoch_bad = epoch_seen = 0
+        sums = torch.zeros(len(METRICS), device=accelerator.device)
+        for frames, num_bad in batches:
+            epoch_bad += num_bad
+            epoch_seen += args.per_device_train_batch_size
+            if frames is None:
+                frames = torch.zeros(0)  # every sample bad: this process contributes no loss this step
+            with accelerator.accumulate(model):
+                out = training_forward(model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + step)) if len(frames) else None
+                values = torch.stack([getattr(out, name).detach().float() for name in METRICS]) if out else torch.zeros(len(METRICS), device=accelerator.device)
+                mean_values = accelerator.reduce(values, "mean")
+                if not torch.isfinite(mean_values).all():
+                    where = f"; the last good checkpoint ({last_good_checkpoint}) is kept" if last_good_checkpoint else ""
+                    raise FloatingPointError(f"Loss became {float(mean_values[0])} at step {step}: training stopped, nothing saved{where}.")
+                loss = out.loss if out else sum(p.sum() * 0.0 for p in model.parameters())
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            sums += mean_values
+            samples_done += len(frames) * accelerator.num_processes
+            progress.update(1)
+            rate = samples_done / (time.perf_counter() - started)
+            progress.set_postfix(loss=f"{float(mean_values[0]):.4f}", cyc_acc=f"{float(mean_values[3]):.3f}", pairs_s=f"{rate:.1f}")
+            if step % args.logging_steps == 0 or step == max_steps:
+                record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "pairs_per_s": rate}
+                record.update({name: float(v) for name, v in zip(METRICS, mean_values)})
+                accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+                if accelerator.is_main_process:
+                    with log_path.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+            if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
+                last_good_checkpoint = save_checkpoint(accelerator, output_dir, step)
+            if step >= max_steps:
+                break
+        counts = accelerator.reduce(torch.tensor([epoch_bad, epoch_seen], device=accelerator.device), "sum")
+        bad_total, seen_total = bad_total + int(counts[0]), seen_total + int(counts[1])
+        if int(counts[1]):
+            check_bad_fraction(int(counts[0]), int(counts[1]))
+        if args.checkpointing_steps == "epoch":
+            last_good_checkpoint = save_checkpoint(accelerator, output_dir, step)
+        if step >= max_steps:
+            break
+    progress.close()
+
+    elapsed = time.perf_counter() - started
+    summary = {
+        "backbone": args.backbone, "backbone_revision": backbone.revision,
+        "data": args.dataset_name or args.train_dir or args.train_list, "clips": len(dataset) if sampler else "streamed",
+        "steps": step, "epochs": num_epochs, "global_batch_size": global_batch, "learning_rate": learning_rate,
+        "warmup_steps": warmup, "weight_decay": args.weight_decay, "betas": "(0.9, 0.95)",
+        "mixed_precision": accelerator.mixed_precision, "processes": accelerator.num_processes, "seed": args.seed,
+        "bad_samples_skipped": bad_total, "samples_seen": seen_total,
+        "train_seconds": round(elapsed, 1), "pairs_per_second": round(samples_done / max(elapsed, 1e-9), 2),
+    }
+    accelerator.print(f"Finished {step} steps in {elapsed:.0f} s; {bad_total} bad sample(s) of {seen_total} skipped.")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        adapter = accelerator.unwrap_model(model)
+        adapter.save_pretrained(output_dir, model_card={"training": summary})
+        (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        if args.push_to_hub:
+            commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
+                                         commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary})
+            accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
+    accelerator.end_training()
+    return output_dir
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int) -> Path:
+    """Accelerate state (projection, optimizer, scheduler, RNG) under checkpoints/step_N."""
+    path = output_dir / "checkpoints" / f"step_{step}"
+    accelerator.save_state(str(path))
+    return path

@@ -1,0 +1,162 @@
+"""The Accelerate trainer, run for real on small generated videos and a tiny backbone."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from co_settle_hf import CoSettleModel
+from co_settle_hf.data import BadDataError
+from co_settle_hf.training.trainer import main as train
+from tiny_backbones import build_backbone, save_backbone
+from video_factory import moving_pattern_frames, write_frame_folder, write_video
+
+FAST = ["--image-size", "64", "--learning-rate", "1e-3", "--per-device-train-batch-size", "2", "--cpu", "--logging-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    save_backbone("vit", root / "vit")
+    for index in range(6):
+        frames = moving_pattern_frames(16, 64, 80, seed=index)
+        write_video(root / "videos" / f"class{index % 2}" / f"clip{index}.mp4", frames)
+        write_frame_folder(root / "frames" / f"class{index % 2}" / f"video{index}", frames)
+    return root
+
+
+def run(workspace: Path, output: Path, *extra: str, source=("--train-dir",), steps: int = 4) -> Path:
+    data = list(source) if len(source) > 1 else [source[0], str(workspace / "videos")]
+    return train(["--backbone", str(workspace / "vit"), *data, "--output-dir", str(output), "--max-train-steps", str(steps), *FAST, *extra])
+
+
+def test_two_processes_with_accelerate_launch(workspace, tmp_path):
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "co_settle_hf.train",
+        "--backbone", str(workspace / "vit"), "--train-dir", str(workspace / "videos"), "--output-dir", str(output),
+        "--max-train-steps", "3", "--image-size", "64", "--learning-rate", "1e-3",
+        "--per-device-train-batch-size", "1", "--cpu", "--logging-steps", "1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "process 0 of 2" in result.stdout and "process 1 of 2" in result.stdout
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 3 and summary["global_batch_size"] == 2
+    records = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    model = CoSettleModel.from_pretrained(output)
+    assert model(torch.randn(1, 3, 64, 64)).features.shape == (1, 4, 4, 32)
+
+
+def test_resume_from_latest_matches_an_uninterrupted_run(workspace, tmp_path):
+    full = run(workspace, tmp_path / "full", "--checkpointing-steps", "2", steps=5)  # 3 steps an epoch
+    # An interrupted run: what was on disk after the step-2 checkpoint, nothing more.
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(full / "checkpoints" / "step_2", interrupted / "checkpoints" / "step_2")
+    resumed = run(workspace, interrupted, "--checkpointing-steps", "2", "--resume-from-checkpoint", "latest", steps=5)
+    expected, got = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    start = load_file(full / "checkpoints" / "step_2" / "model.safetensors")
+    assert set(got) == set(expected)
+    for key in expected:
+        assert torch.allclose(got[key], expected[key], atol=1e-7), key
+    assert any(not torch.equal(start[key], expected[key]) for key in expected)  # steps 3-5 really trained
+    steps = [json.loads(line)["step"] for line in (interrupted / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [3, 4, 5]
+
+
+@pytest.mark.parametrize("source", ["frames", "videos", "list", "dataset"])
+def test_every_source_feeds_the_trainer(source, workspace, tmp_path):
+    if source == "frames":
+        args = ("--train-dir", str(workspace / "frames"))
+    elif source == "videos":
+        args = ("--train-dir", str(workspace / "videos"))
+    elif source == "list":
+        listing = tmp_path / "train.txt"
+        listing.write_text("\n".join(str(p) for p in sorted((workspace / "frames").glob("*/*"))) + "\n")
+        args = ("--train-list", str(listing))
+    else:
+        import datasets
+
+        videos = sorted(str(p) for p in (workspace / "videos").rglob("*.mp4"))
+        datasets.Dataset.from_dict({"video": [Path(v).read_bytes() for v in videos]}).save_to_disk(tmp_path / "ds")
+        args = ("--dataset-name", str(tmp_path / "ds"), "--video-column", "video")
+    output = run(workspace, tmp_path / "out", source=args, steps=2)
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["clips"] == 6 and summary["steps"] == 2 and summary["bad_samples_skipped"] == 0
+    assert CoSettleModel.from_pretrained(output).config.base_model_type == "vit"
+
+
+def test_a_few_bad_videos_are_skipped_and_counted(workspace, tmp_path, caplog):
+    data = tmp_path / "mixed"
+    for index in range(20):
+        write_frame_folder(data / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
+    (data / "video_broken").mkdir()
+    (data / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
+    with caplog.at_level(logging.WARNING):
+        output = run(workspace, tmp_path / "out", "--per-device-train-batch-size", "3", source=("--train-dir", str(data)), steps=7)
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["bad_samples_skipped"] == 1 and summary["samples_seen"] == 21
+    assert sum("video_broken" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING) == 1
+
+
+def test_too_many_bad_samples_stop_the_run(workspace, tmp_path):
+    data = tmp_path / "mostly_bad"
+    shutil.copytree(workspace / "videos", data)
+    (data / "empty.mp4").write_bytes(b"")
+    (data / "garbage.mp4").write_bytes(os.urandom(2000))
+    with pytest.raises(BadDataError, match="could not be read"):
+        run(workspace, tmp_path / "out", source=("--train-dir", str(data)), steps=4)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_bad_arguments_fail_before_any_work(workspace, tmp_path):
+    with pytest.raises(SystemExit, match="--train-dir: .*does-not-exist"):
+        run(workspace, tmp_path / "a", source=("--train-dir", str(tmp_path / "does-not-exist")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="--train-dir: .*empty"):
+        run(workspace, tmp_path / "b", source=("--train-dir", str(tmp_path / "empty")))
+    with pytest.raises(SystemExit, match="--backbone .*no-such-backbone"):
+        train(["--backbone", str(tmp_path / "no-such-backbone"), "--train-dir", str(workspace / "videos"), "--output-dir", str(tmp_path / "c"), *FAST])
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_nan_loss_stops_and_saves_nothing(workspace, tmp_path):
+    broken = build_backbone("vit")
+    with torch.no_grad():
+        broken.layernorm.weight.fill_(float("nan"))
+    broken.save_pretrained(tmp_path / "nan_vit")
+    with pytest.raises(FloatingPointError, match="Loss became nan at step 0"):
+        train(["--backbone", str(tmp_path / "nan_vit"), "--train-dir", str(workspace / "videos"), "--output-dir", str(tmp_path / "out"), "--max-train-steps", "3", *FAST])
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_tensorboard_events_and_push_to_hub(workspace, tmp_path, hub_server, hub_repo_id):
+    from huggingface_hub import HfApi
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output = run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "tensorboard", "--push-to-hub", "--hub-model-id", hub_repo_id, steps=3)
+    events = list(output.rglob("events.out.tfevents.*"))
+    assert events, "TensorBoard wrote no event file"
+    tags = set()
+    for event_file in events:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "train/cycle_accuracy", "train/lr"} <= tags
+    assert {"config.json", "model.safetensors", "README.md"} <= set(HfApi().list_repo_files(hub_repo_id))
+    pulled = CoSettleModel.from_pretrained(hub_repo_id, backbone=str(workspace / "vit"))
+    local = CoSettleModel.from_pretrained(output)
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(pulled(x).features, local(x).features)
+    assert "global_batch_size" in (output / "README.md").read_text()
