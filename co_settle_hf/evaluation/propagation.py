@@ -1,0 +1,153 @@
+"""Semi-supervised label propagation through feature affinities (the CRW / CropMAE protocol).
+
+Frame 0's labels are given; every later frame gets soft labels from its k most similar
+nodes among a context of frame 0 (ground truth) and the ``n_context`` previous frames
+(their own predictions). Choices, taken from the videowalk / CropMAE reference code that
+produced the published numbers:
+
+- At the start of a video the short-term queue is padded with copies of frame 0 (with its
+  ground-truth labels), so frame t always has exactly ``n_context`` short-term frames:
+  t - n_context, ..., t - 1, indices below 0 clamped to 0.
+- The spatial restriction applies to the short-term frames only; frame 0 as long-term
+  memory is searched in full, so an object that moved far from its first position can
+  still be re-found. A short-term node is kept when its Euclidean distance (in feature
+  cells) to the target node is strictly below ``radius``, as in the reference code. So
+  ``radius=0`` propagates from frame 0 alone, and any radius in (0, 1] lets each node see
+  only its own position in the short-term frames.
+- Affinity = dot product / temperature; the top-k over all unmasked context nodes are
+  softmax-weighted and their soft labels averaged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Affinity entries (query rows x context nodes) computed at once; bounds peak memory
+# (2**25 float32 = 128 MiB) while keeping each matmul large.
+_MAX_AFFINITY_ELEMENTS = 2**25
+
+
+def _local_mask(h: int, w: int, radius: float, device: torch.device) -> torch.Tensor:
+    """(N, N) bool: True where two cells of an h x w grid are closer than ``radius``."""
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    coords = torch.stack([ys.flatten(), xs.flatten()], dim=1)
+    return torch.cdist(coords, coords) < radius
+
+
+def context_indices(t: int, n_context: int) -> list[int]:
+    """Frames whose labels predict frame t: frame 0, then t - n_context .. t - 1 clamped to 0."""
+    return [0] + [max(0, t - n_context + i) for i in range(n_context)]
+
+
+def propagate_labels(
+    features: torch.Tensor,
+    first_labels: torch.Tensor,
+    *,
+    n_context: int = 20,
+    radius: float = 20.0,
+    topk: int = 7,
+    temperature: float = 0.7,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Propagate frame 0's soft labels through a video (see the module docstring).
+
+    Args:
+        features: (T, h, w, D), L2-normalised over D (``extract_video_features``).
+        first_labels: (C, h, w) soft labels of frame 0 at feature resolution.
+        n_context: number of previous frames (with predicted labels) in the context.
+        radius: spatial radius in feature cells for the short-term frames.
+        topk: neighbours kept per target node.
+        temperature: affinities are divided by it before the softmax over the top-k.
+        progress: show a progress bar over frames.
+
+    Returns:
+        (T, C, h, w) soft labels on ``features``' device; frame 0 is ``first_labels``.
+    """
+    if features.ndim != 4:
+        raise ValueError(f"features must be (T, h, w, D), got shape {tuple(features.shape)}")
+    num_frames, h, w, dim = features.shape
+    if first_labels.ndim != 3 or tuple(first_labels.shape[1:]) != (h, w):
+        raise ValueError(f"first_labels must be (C, {h}, {w}) to match features, got {tuple(first_labels.shape)}")
+    if num_frames == 0:
+        raise ValueError("features has no frames")
+    if n_context < 0:
+        raise ValueError(f"n_context must be >= 0, got {n_context}")
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+
+    device = features.device
+    num_nodes, num_classes = h * w, first_labels.shape[0]
+    feats = features.reshape(num_frames, num_nodes, dim)
+    # Predicted soft labels of every frame, node-major: (T, N, C).
+    labels = torch.zeros(num_frames, num_nodes, num_classes, dtype=feats.dtype, device=device)
+    labels[0] = first_labels.to(device=device, dtype=feats.dtype).reshape(num_classes, num_nodes).T
+
+    far = ~_local_mask(h, w, radius, device)  # (N, N): short-term nodes to exclude
+    num_ctx_frames = n_context + 1
+    k = min(topk, num_ctx_frames * num_nodes)
+    chunk = max(1, _MAX_AFFINITY_ELEMENTS // (num_ctx_frames * num_nodes))
+
+    frames = range(1, num_frames)
+    if progress:
+        from tqdm.auto import tqdm
+
+        frames = tqdm(frames, desc="propagating", unit="frame")
+    for t in frames:
+        idx = torch.tensor(context_indices(t, n_context), device=device)
+        ctx_feats = feats[idx].reshape(-1, dim)  # (M, D), M = (n_context + 1) * N
+        ctx_labels = labels[idx].reshape(-1, num_classes)  # (M, C)
+        for start in range(0, num_nodes, chunk):
+            stop = min(start + chunk, num_nodes)
+            affinity = (feats[t, start:stop] / temperature) @ ctx_feats.T  # (n, M); scaling the small side
+            affinity = affinity.view(stop - start, num_ctx_frames, num_nodes)
+            affinity[:, 1:].masked_fill_(far[start:stop, None, :], float("-inf"))
+            weights, ids = affinity.view(stop - start, -1).topk(k, dim=1)
+            weights = torch.softmax(weights, dim=1)  # masked picks (if k > unmasked) get 0
+            labels[t, start:stop] = torch.einsum("nk,nkc->nc", weights, ctx_labels[ids])
+    return labels.permute(0, 2, 1).reshape(num_frames, num_classes, h, w)
+
+
+def labels_to_onehot(
+    mask: torch.Tensor, num_classes: int, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """One-hot (C, H, W) of an id map, optionally downsampled to the feature grid ``size``.
+
+    Ids outside [0, num_classes) (e.g. the void label 255) give an all-zero column: they
+    vote for no class. Downsampling is bilinear on the one-hot without antialiasing
+    (align_corners=False), the same operation as the reference code's cv2 INTER_LINEAR
+    resize: each cell's soft label is the bilinear blend of the pixels nearest its centre.
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {tuple(mask.shape)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    mask = mask.long()
+    classes = torch.arange(num_classes, device=mask.device)
+    onehot = (mask[None] == classes[:, None, None]).float()
+    if size is not None and tuple(size) != tuple(mask.shape):
+        onehot = F.interpolate(onehot[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return onehot
+
+
+def upsample_and_argmax(soft: torch.Tensor, size: tuple[int, int], chunk: int = 8) -> torch.Tensor:
+    """Hard labels (T, H, W): bilinear upsampling of soft labels (T, C, h, w), then argmax.
+
+    Works ``chunk`` frames at a time so full-resolution soft maps never exist for the
+    whole video at once.
+    """
+    if soft.ndim != 4:
+        raise ValueError(f"soft must be (T, C, h, w), got shape {tuple(soft.shape)}")
+    out = [
+        F.interpolate(soft[i : i + chunk].float(), size=tuple(size), mode="bilinear", align_corners=False).argmax(1)
+        for i in range(0, soft.shape[0], chunk)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, *size, dtype=torch.long, device=soft.device)
