@@ -16,6 +16,8 @@ def _load(name_or_path: str | Path, config: str | None, split: str, streaming: b
     """Load the split; a folder written by ``save_to_disk`` goes through ``load_from_disk``."""
     path = Path(name_or_path).expanduser()
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+        if config is not None:
+            raise ValueError(f"config {config!r} does not apply to {path}, a dataset saved with save_to_disk")
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:

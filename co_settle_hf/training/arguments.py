@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--frame-gap", type=float, default=0.15, help="delta: frame gap as a fraction of the clip.")
     data.add_argument("--imagenet-normalization", action="store_true",
                       help="Normalise with ImageNet mean/std for every backbone, as the released runs did.")
+    data.add_argument("--clip-repeats", type=int, default=1,
+                      help="Draw this many pairs from every clip per epoch (for small collections).")
     data.add_argument("--num-workers", type=int, default=0)
 
     model = parser.add_argument_group("model and method")
@@ -81,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--push-to-hub needs --hub-model-id")
     if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
         parser.error(f"--checkpointing-steps must be a number or 'epoch', got {args.checkpointing_steps!r}")
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps"):
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args

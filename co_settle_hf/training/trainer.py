@@ -95,6 +95,8 @@ def build_dataset(args: Any, mean: Sequence[float], std: Sequence[float]) -> Fra
         return IterableFramePairDataset(clips, transform, delta=args.frame_gap, seed=args.seed)
     if len(clips) == 0:
         raise SystemExit(f"--dataset-name {args.dataset_name}: split {args.split!r} holds no videos")
+    if args.clip_repeats > 1:
+        clips = list(clips) * args.clip_repeats
     return FramePairDataset(clips, transform, delta=args.frame_gap, seed=args.seed)
 
 
