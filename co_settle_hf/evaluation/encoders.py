@@ -1,0 +1,36 @@
+"""Load what `--model` names: a Co-Settle adapter or a bare backbone, as evaluation encoders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoConfig
+
+from ..backbones.encoder import BackboneEncoder
+from ..modeling_co_settle import CoSettleModel, ProjectedEncoder
+
+
+@dataclass
+class LoadedModel:
+    """What to measure: the encoder `--model` names, and the frozen base when it is an adapter."""
+
+    name: str
+    encoder: ProjectedEncoder | BackboneEncoder
+    base: BackboneEncoder | None
+    adapter: CoSettleModel | None
+
+
+def load_for_evaluation(name_or_path: str, revision: str | None = None, device: str | None = None) -> LoadedModel:
+    """An adapter (path or Hub id; its base comes along) or any supported backbone."""
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--model {name_or_path}: not an adapter or backbone that can be loaded ({error})") from None
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if config.model_type == "co_settle":
+        adapter = CoSettleModel.from_pretrained(name_or_path, revision=revision).to(device)
+        return LoadedModel(name_or_path, adapter.as_encoder(), adapter.backbone, adapter)
+    backbone = BackboneEncoder.from_pretrained(name_or_path, revision=revision)
+    backbone.model.to(device)
+    return LoadedModel(name_or_path, backbone, None, None)
