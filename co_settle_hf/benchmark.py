@@ -59,7 +59,7 @@ def vit_small(device: torch.device):
     return BackboneEncoder(ViTModel(config).to(device), name_or_path="ViT-S/16 (random weights)")
 
 
-def bench_step(encoder, batch: int, size: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
+def bench_step(encoder, batch: int, size: int, repeats: int, device: torch.device) -> list[tuple[str, str, str]]:
     from .modeling_co_settle import CoSettleModel
     from .objective import co_settle_objective
     from .objective.forward import draw_pea, training_forward
@@ -129,7 +129,7 @@ def bench_data(batch: int, size: int, repeats: int, step_pairs_per_s: float | No
     return rows
 
 
-def bench_eval(encoder, repeats: int, device: torch.device, frames: int = 20) -> list[tuple[str, str, str]]:
+def bench_eval(encoder, repeats: int, device: torch.device, frames: int) -> list[tuple[str, str, str]]:
     from .evaluation.features import extract_video_features
     from .evaluation.propagation import propagate_labels
 
@@ -140,7 +140,7 @@ def bench_eval(encoder, repeats: int, device: torch.device, frames: int = 20) ->
     extract = timed(lambda: extract_video_features(encoder, video, batch_size=8), device, max(1, repeats - 1))
     propagate = timed(lambda: propagate_labels(features, labels), device, max(1, repeats - 1))
     return [
-        ("eval", f"feature extraction, 480x880 ({h}x{w} grid) (frames/s)", f"{frames / extract:.2f}"),
+        ("eval", f"feature extraction, {frames} frames 480x880 ({h}x{w} grid) (frames/s)", f"{frames / extract:.2f}"),
         ("eval", "label propagation alone (frames/s)", f"{frames / propagate:.2f}"),
         ("eval", "propagation share of the total (goal < 10 %)", f"{100 * propagate / (extract + propagate):.1f} %"),
     ]
@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--eval-frames", type=int, default=40, help="frames of the 480x880 propagation video")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     if "data" in args.sections:
         rows += bench_data(args.batch_size, args.image_size, args.repeats, step_rate)
     if "eval" in args.sections:
-        rows += bench_eval(encoder, args.repeats, device)
+        rows += bench_eval(encoder, args.repeats, device, args.eval_frames)
     print(f"\n| section | measurement ({device_name(device)}) | value |\n|---|---|---|")
     for section, name, value in rows:
         print(f"| {section} | {name} | {value} |")

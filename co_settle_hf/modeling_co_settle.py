@@ -248,6 +248,10 @@ class ProjectedEncoder:
         self.image_std = tuple(model.config.image_std)
         self.patch_size = model.config.patch_size
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
     @torch.no_grad()
     def __call__(self, pixel_values: Tensor) -> Tensor:
         return self.model(pixel_values).features

@@ -141,16 +141,23 @@ def test_seek_decodes_only_from_the_previous_keyframe(tmp_path: Path) -> None:
 
 
 class _LateFirstSeek:
-    """A container whose first seek lands two keyframes late, as an inexact demuxer might."""
+    """A container whose first seek before decoding lands two keyframes late, as an inexact demuxer might."""
 
     def __init__(self, container, ticks_late: int) -> None:  # noqa: ANN001 (a PyAV container)
-        self.container, self.ticks_late, self.seeks = container, ticks_late, 0
+        self.container, self.ticks_late, self.decoding = container, ticks_late, False
 
     def seek(self, offset: int, **kwargs) -> None:  # noqa: ANN003
-        self.seeks += 1
-        self.container.seek(offset + (self.ticks_late if self.seeks == 1 else 0), **kwargs)
+        self.last_seek = (offset, kwargs)
+        self.container.seek(offset, **kwargs)
+
+    def demux(self, *args):  # noqa: ANN002, ANN201 (keyframe look-ups are exact)
+        return self.container.demux(*args)
 
     def decode(self, *args):  # noqa: ANN002, ANN201
+        if not self.decoding:
+            self.decoding = True
+            offset, kwargs = self.last_seek
+            self.container.seek(offset + self.ticks_late, **kwargs)
         return self.container.decode(*args)
 
 
@@ -561,3 +568,12 @@ def test_moving_pattern_factory_moves_one_pixel_per_frame() -> None:
     assert frames.shape == (4, 16, 20, 3) and frames.dtype == np.uint8
     assert np.array_equal(frames[1][:-1, :-1], frames[0][1:, 1:])
     assert not np.array_equal(frames[0], frames[1]) and math.isfinite(frames.std())
+
+
+def test_frames_behind_one_keyframe_are_decoded_in_one_pass(media: Path) -> None:
+    clip = VideoFileClip(media / "videos" / "mpeg4.mp4")  # a keyframe every 10 frames
+    assert decoded_indices(clip.read([7, 3])) == [7, 3]
+    assert clip.decoded_frames == 8  # frames 0..7 once, not 0..3 and then 0..7 again
+    clip.decoded_frames = 0
+    assert decoded_indices(clip.read([3, 24])) == [3, 24]
+    assert clip.decoded_frames == 4 + 5  # two keyframes: 0..3, then 20..24

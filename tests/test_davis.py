@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,15 @@ from PIL import Image
 from co_settle_hf.evaluation.davis import davis_palette, evaluate_davis, list_davis_sequences
 from co_settle_hf.evaluation.metrics import db_statistics, f_measure, jaccard
 from co_settle_hf.evaluation.propagation import upsample_and_argmax
+from eval_fixtures import (  # the tiny DAVIS dataset, shared with test_eval_cli
+    DAVIS_CELL as CELL,
+    DAVIS_H as H,
+    DAVIS_T as T,
+    DAVIS_W as W,
+    davis_sequence_ids as sequence_ids,
+    save_palette_png,
+    write_davis as write_dataset,
+)
 
 # ---------------------------------------------------------------------------------------
 # Independent transcription of the DAVIS definitions, pixel by pixel.
@@ -180,41 +188,6 @@ def test_db_statistics_decay_sign_and_empty():
 # ---------------------------------------------------------------------------------------
 # A tiny dataset in the official layout.
 
-H, W, T, CELL = 64, 96, 5, 8
-BACKGROUND = [(40, 70, 200), (20, 30, 140), (60, 110, 230)]
-OBJECTS = {1: (230, 30, 20), 2: (30, 220, 40)}
-
-
-def sequence_ids(t: int, variant: int) -> np.ndarray:
-    """Object ids of frame t: object 1 slides right, object 2 slides down (block aligned)."""
-    ids = np.zeros((H, W), dtype=np.uint8)
-    ids[8 : 24, 8 + 8 * t + 8 * variant : 32 + 8 * t + 8 * variant] = 1
-    ids[16 + 8 * t : 40 + 8 * t, 64:80] = 2
-    return ids
-
-
-def write_dataset(root: Path, names=("alpha", "beta")) -> None:
-    rng = np.random.default_rng(0)
-    palette = davis_palette()
-    (root / "ImageSets" / "2017").mkdir(parents=True)
-    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
-    for variant, name in enumerate(names):
-        frame_dir = root / "JPEGImages" / "480p" / name
-        mask_dir = root / "Annotations" / "480p" / name
-        frame_dir.mkdir(parents=True)
-        mask_dir.mkdir(parents=True)
-        texture = rng.integers(0, len(BACKGROUND), size=(H // CELL, W // CELL))
-        for t in range(T):
-            ids = sequence_ids(t, variant)
-            colours = np.array(BACKGROUND, dtype=np.uint8)[texture].repeat(CELL, 0).repeat(CELL, 1)
-            for obj, colour in OBJECTS.items():
-                colours[ids == obj] = colour
-            Image.fromarray(colours).save(frame_dir / f"{t:05d}.jpg", quality=95, subsampling=0)
-            mask = Image.fromarray(ids)
-            mask.putpalette(palette)
-            mask.save(mask_dir / f"{t:05d}.png")
-
-
 class ColourEncoder:
     """Fake encoder: mean normalised colour of each 8x8 patch (D = 3)."""
 
@@ -317,12 +290,6 @@ def test_void_pixels_are_not_scored(tmp_path):
     # Counting void as background would have cost object 1 half of frame 2.
     void_as_background = [jaccard(pred[t] == 1, gt[t] == 1) for t in range(1, T - 1)]
     assert summary["per_object"]["alpha_1"]["J-Mean"] > np.mean(void_as_background) + 0.1
-
-
-def save_palette_png(path, ids):
-    img = Image.fromarray(ids)
-    img.putpalette(davis_palette())
-    img.save(path)
 
 
 def test_bad_inputs_name_the_file(dataset, tmp_path):

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from co_settle_hf.evaluation import jhmdb, vip
+from eval_fixtures import VIP_CLASSES  # the tiny JHMDB / VIP datasets, shared with test_eval_cli
+from eval_fixtures import write_jhmdb as _write_jhmdb
+from eval_fixtures import write_vip as _write_vip
 
 
 class PooledPixelEncoder:
@@ -25,14 +28,6 @@ class PooledPixelEncoder:
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(pixel_values, self.patch_size).permute(0, 2, 3, 1)
-
-
-def _cell_video(num_frames: int, rows: int, cols: int, cell_h: int, cell_w: int, seed: int = 0) -> np.ndarray:
-    """Frames of random cell colours, shifted one cell right per frame (wrapping)."""
-    rng = np.random.default_rng(seed)
-    cells = rng.integers(0, 256, (rows, cols, 3), dtype=np.uint8)
-    frames = [np.roll(cells, t, axis=1) for t in range(num_frames)]
-    return np.stack([f.repeat(cell_h, 0).repeat(cell_w, 1) for f in frames])
 
 
 # ----------------------------------------------------------------------------- PCK
@@ -85,32 +80,6 @@ def test_pixel_cell_round_trip():
 
 
 # ----------------------------------------------------------------------------- JHMDB dataset
-
-JHMDB_CELLS = (8, 8, 6, 10)  # rows, cols, cell height, cell width -> 48 x 80 frames
-
-
-def _write_jhmdb(root, name="walk/clip_a", num_frames=5, mat_frames=None, seed=0, joint0_outside=False):
-    rows, cols, ch, cw = JHMDB_CELLS
-    frames = _cell_video(num_frames, rows, cols, ch, cw, seed)
-    frame_dir = root / "Rename_Images" / name
-    frame_dir.mkdir(parents=True)
-    for t, frame in enumerate(frames):
-        Image.fromarray(frame).save(frame_dir / f"{t + 1:05d}.png")
-    # Joints at cell centres of columns 1..2; they move one cell (10 px) right per frame and, over
-    # 5 frames, never reach the image border, so their cells' surroundings stay the same.
-    rng = np.random.default_rng(seed + 1)
-    cell_rc = np.stack([rng.integers(0, rows, 15), rng.integers(1, 3, 15)], axis=1)
-    t_idx = np.arange(num_frames if mat_frames is None else mat_frames)
-    x = (cell_rc[:, 1][:, None] + t_idx[None]) * cw + (cw - 1) / 2
-    y = np.repeat((cell_rc[:, 0] * ch + (ch - 1) / 2)[:, None], len(t_idx), axis=1)
-    if joint0_outside:  # puppet fits can place a joint outside the frame: it reaches no cell
-        x[0] = -100.0
-    pos = np.stack([x, y]) + 1.0  # MATLAB 1-based
-    mat_dir = root / "joint_positions" / name
-    mat_dir.mkdir(parents=True)
-    scipy.io.savemat(mat_dir / "joint_positions.mat", {"pos_img": pos, "scale": np.ones(len(t_idx))})
-    return frame_dir, mat_dir / "joint_positions.mat"
-
 
 def test_read_joint_positions(tmp_path):
     _, mat = _write_jhmdb(tmp_path)
@@ -224,32 +193,6 @@ def test_input_size():
 
 
 # ----------------------------------------------------------------------------- VIP dataset
-
-VIP_CELLS = (5, 8, 8, 8)  # rows, cols, cell size -> 40 x 64 frames
-VIP_CLASSES = np.array([0, 3, 7, 19])
-
-
-def _write_vip(root, name="videos1", num_frames=4, seed=0, drop_label=None, label_size=None):
-    rows, cols, ch, cw = VIP_CELLS
-    frames = _cell_video(num_frames, rows, cols, ch, cw, seed)
-    # One class per cell column (bilinear upsampling of labels is exact along a single axis, so
-    # perfect tracking scores exactly 1), and one void column, which scoring ignores.
-    cell_ids = np.repeat(np.resize(VIP_CLASSES, cols)[None], rows, axis=0)
-    cell_ids[:, 3] = 255
-    image_dir, label_dir = root / "Images" / name, root / "Annotations" / "Category_ids" / name
-    image_dir.mkdir(parents=True)
-    label_dir.mkdir(parents=True)
-    for t, frame in enumerate(frames):
-        stem = f"{t * 25 + 1:012d}"
-        Image.fromarray(frame).save(image_dir / f"{stem}.jpg", quality=98)
-        if t == drop_label:
-            continue
-        ids = np.roll(cell_ids, t, axis=1).repeat(ch, 0).repeat(cw, 1).astype(np.uint8)
-        if label_size is not None and t == 1:
-            ids = np.zeros(label_size, dtype=np.uint8)
-        Image.fromarray(ids, mode="L").save(label_dir / f"{stem}.png")
-    return image_dir, label_dir
-
 
 def test_evaluate_vip_tracks_moving_parts(tmp_path):
     root = tmp_path / "VIP"

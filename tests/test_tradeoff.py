@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from co_settle_hf.evaluation import tradeoff as T
+from eval_fixtures import tradeoff_videos as _videos  # shared with test_eval_cli
 
 
 class PooledPixelEncoder:
@@ -174,13 +175,6 @@ def test_preprocess_short_side_and_centre_crop():
     assert out[0, 0, 100, :100].max() < 0.05 and out[0, 0, 100, 125:].min() > 0.95
     with pytest.raises(ValueError, match="uint8"):
         T.preprocess_frames(frames.float())
-
-
-def _videos(n: int, frames: int = 9) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(5)
-    base = [torch.randint(0, 256, (1, 32, 40, 3), generator=g, dtype=torch.uint8) for _ in range(n)]
-    # Slowly drifting content so D_intra is small but not zero.
-    return [torch.cat([torch.roll(b, shifts=t, dims=2) for t in range(frames)]) for b in base]
 
 
 def test_analyze_tradeoff_side_by_side():

@@ -157,53 +157,71 @@ class VideoFileClip:
         frames: dict[int, np.ndarray] = {}
         with self._opened() as (container, stream):
             info = self._ensure_info(container, stream)
+            # Targets behind the same keyframe are decoded in one forward pass (the two frames of
+            # a training pair often are): finding a target's keyframe costs a seek, not a decode.
+            groups: dict[int, list[int]] = {}
             for index in sorted(set(checked)):
-                frames[index] = self._frame_at(container, stream, info, index / self.fps)
+                groups.setdefault(self._keyframe_pts(container, stream, info, index / self.fps), []).append(index)
+            for group in groups.values():
+                frames.update(zip(group, self._frames_at(container, stream, info, [i / self.fps for i in group])))
         shapes = {array.shape for array in frames.values()}
         if len(shapes) > 1:
             raise ClipReadError(f"{self.name}: frame size changes within the video: {sorted(shapes)}")
         return torch.from_numpy(np.stack([frames[i] for i in checked]))
 
-    def _frame_at(
+    @staticmethod
+    def _keyframe_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream, info: VideoInfo, seconds: float) -> int:
+        """Pts of the keyframe a seek to ``seconds`` lands on (the first packet after the seek)."""
+        container.seek(info.start_pts + round(Fraction(seconds) / info.time_base), stream=stream, backward=True, any_frame=False)
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                return packet.pts
+        return info.start_pts
+
+    def _frames_at(
         self,
         container: av.container.InputContainer,
         stream: av.video.stream.VideoStream,
         info: VideoInfo,
-        seconds: float,
-    ) -> np.ndarray:
-        """Seek to the keyframe before ``seconds`` (from stream start) and decode forward to it."""
-        target_pts = info.start_pts + round(Fraction(seconds) / info.time_base)
+        targets: list[float],
+    ) -> list[np.ndarray]:
+        """Seek to the keyframe before the first of ``targets`` (sorted seconds) and decode forward through all."""
+        target_pts = info.start_pts + round(Fraction(targets[0]) / info.time_base)
         container.seek(target_pts, stream=stream, backward=True, any_frame=False)
-        frame = self._decode_forward(container, stream, info, seconds, accept_late=False)
-        if frame is None:  # the demuxer landed after the target: decode from the start instead
+        frames = self._decode_forward(container, stream, info, targets, accept_late=False)
+        if frames is None:  # the demuxer landed after the target: decode from the start instead
             container.seek(info.start_pts, stream=stream, backward=True, any_frame=False)
-            frame = self._decode_forward(container, stream, info, seconds, accept_late=True)
-        return frame
+            frames = self._decode_forward(container, stream, info, targets, accept_late=True)
+        return frames
 
     def _decode_forward(
         self,
         container: av.container.InputContainer,
         stream: av.video.stream.VideoStream,
         info: VideoInfo,
-        seconds: float,
+        targets: list[float],
         accept_late: bool,
-    ) -> np.ndarray | None:
+    ) -> list[np.ndarray] | None:
         period = 1.0 / float(info.rate)
         start = float(info.start_pts * info.time_base)
+        found: list[np.ndarray] = []
         last, last_time = None, -math.inf
         for frame in container.decode(stream):
             self.decoded_frames += 1
             if frame.pts is None:
                 raise ClipReadError(f"{self.name}: decoded frame has no timestamp")
             time = float(frame.pts * frame.time_base) - start
-            if last is None and time > seconds + period / 2 and not accept_late:
+            if last is None and time > targets[0] + period / 2 and not accept_late:
                 return None
-            if time >= seconds - period / 2:
-                return frame.to_ndarray(format="rgb24")
+            while len(found) < len(targets) and time >= targets[len(found)] - period / 2:
+                found.append(frame.to_ndarray(format="rgb24"))
+            if len(found) == len(targets):
+                return found
             last, last_time = frame, time
         # End of stream: allow a header that over-counts by about one frame; anything more is truncation.
-        if last is not None and seconds - last_time <= 1.5 * period:
-            return last.to_ndarray(format="rgb24")
+        seconds = targets[len(found)]
+        if last is not None and targets[-1] - last_time <= 1.5 * period:
+            return found + [last.to_ndarray(format="rgb24")] * (len(targets) - len(found))
         ended = "before its first frame" if last is None else f"at {last_time:.3f} s"
         raise ClipReadError(
             f"{self.name}: video ends {ended}, before the frame at {seconds:.3f} s "

@@ -8,7 +8,7 @@ two through exactly the same code path.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,23 +74,35 @@ def extract_video_features(
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size must be (height, width) with positive entries, got {size}")
 
+    def batches() -> Iterable[torch.Tensor]:
+        for begin in range(0, frames.shape[0], batch_size):
+            batch = frames[begin : begin + batch_size].permute(0, 3, 1, 2).float() / 255.0
+            if size is not None and tuple(batch.shape[-2:]) != tuple(size):
+                batch = F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+            yield batch
+
+    # Concatenating outside inference mode gives an ordinary tensor callers may modify.
+    return torch.cat([F.normalize(feats, dim=-1) for feats in encode_images(encoder, batches())])
+
+
+def encode_images(encoder: DenseEncoder, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Raw float32 features (b, h, w, D) of each batch of [0, 1] RGB images (b, 3, H, W).
+
+    The one encoding loop of the evaluation code: normalisation with the encoder's mean/std,
+    its device and dtype, inference mode, and a check of what the encoder returns.
+    """
     device, dtype = _encoder_device(encoder), _encoder_dtype(encoder)
     mean = torch.tensor(encoder.image_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(encoder.image_std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-
     outputs = []
     with torch.inference_mode():
-        for start in range(0, frames.shape[0], batch_size):
-            batch = frames[start : start + batch_size].to(device).permute(0, 3, 1, 2).float() / 255.0
-            if size is not None and tuple(batch.shape[-2:]) != tuple(size):
-                batch = F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-            batch = ((batch - mean) / std).to(dtype)
+        for batch in batches:
+            batch = ((batch.to(device) - mean) / std).to(dtype)
             feats = encoder(batch)
             if feats.ndim != 4 or feats.shape[0] != batch.shape[0]:
                 raise ValueError(f"encoder must return (B, h, w, D), got {tuple(feats.shape)} for B = {batch.shape[0]}")
-            outputs.append(F.normalize(feats.float(), dim=-1))
-    # Concatenating outside inference mode gives an ordinary tensor callers may modify.
-    return torch.cat(outputs)
+            outputs.append(feats.float())
+    return outputs
 
 
 def fit_to_patches(size: tuple[int, int], patch_size: int) -> tuple[int, int]:

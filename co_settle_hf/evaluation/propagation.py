@@ -103,12 +103,14 @@ def propagate_labels(
         frames = tqdm(frames, desc="propagating", unit="frame")
     for t in frames:
         idx = torch.tensor(context_indices(t, n_context), device=device)
-        ctx_feats = feats[idx].reshape(-1, dim)  # (M, D), M = (n_context + 1) * N
-        ctx_labels = labels[idx].reshape(-1, num_classes)  # (M, C)
+        # Early frames repeat frame 0 in the queue: compute each distinct frame's affinity once.
+        distinct, slot = torch.unique(idx, return_inverse=True)
+        ctx_feats = feats[distinct].reshape(-1, dim)  # (U * N, D)
+        ctx_labels = labels[idx].reshape(-1, num_classes)  # (M, C), M = (n_context + 1) * N
         for start in range(0, num_nodes, chunk):
             stop = min(start + chunk, num_nodes)
-            affinity = (feats[t, start:stop] / temperature) @ ctx_feats.T  # (n, M); scaling the small side
-            affinity = affinity.view(stop - start, num_ctx_frames, num_nodes)
+            affinity = (feats[t, start:stop] / temperature) @ ctx_feats.T  # (n, U * N); scaling the small side
+            affinity = affinity.view(stop - start, len(distinct), num_nodes)[:, slot]  # (n, n_context + 1, N)
             affinity[:, 1:].masked_fill_(far[start:stop, None, :], float("-inf"))
             weights, ids = affinity.view(stop - start, -1).topk(k, dim=1)
             weights = torch.softmax(weights, dim=1)  # masked picks (if k > unmasked) get 0

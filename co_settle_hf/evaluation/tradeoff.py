@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from co_settle_hf.evaluation.features import DenseEncoder, _encoder_device, _encoder_dtype
+from co_settle_hf.evaluation.features import DenseEncoder, encode_images
 from co_settle_hf.objective.cycle import cycle_consistency_loss
 
 #: Frame pairs (as fractions of the video length T) for the cycle accuracy, as released.
@@ -236,18 +236,8 @@ def preprocess_frames(frames: Tensor, resize: int = 256, crop: int = 224) -> Ten
 
 def encode_raw(encoder: DenseEncoder, images: Tensor, batch_size: int = 8) -> Tensor:
     """Raw (not normalised) features (T, h, w, D), float32 on the CPU, of [0, 1] images (T, 3, H, W)."""
-    device, dtype = _encoder_device(encoder), _encoder_dtype(encoder)
-    mean = torch.tensor(encoder.image_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(encoder.image_std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, images.shape[0], batch_size):
-            batch = ((images[start : start + batch_size].to(device) - mean) / std).to(dtype)
-            feats = encoder(batch)
-            if feats.ndim != 4 or feats.shape[0] != batch.shape[0]:
-                raise ValueError(f"encoder must return (B, h, w, D), got {tuple(feats.shape)} for B = {batch.shape[0]}")
-            outputs.append(feats.float().cpu())
-    return torch.cat(outputs)
+    batches = (images[start : start + batch_size] for start in range(0, images.shape[0], batch_size))
+    return torch.cat([feats.cpu() for feats in encode_images(encoder, batches)])
 
 
 def _frame_indices(total: int, num_frames: int | None) -> list[int]:

@@ -1,0 +1,145 @@
+"""Tiny evaluation datasets in the official layouts (DAVIS-2017, JHMDB, VIP) and trade-off clips.
+
+Shared by the reader tests (test_davis, test_jhmdb_vip, test_tradeoff) and the command-line
+tests (test_eval_cli), so the CLI is exercised on exactly the data the readers are checked on.
+Everything is deterministic: frames are built from seeded random cells that move by whole cells.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import torch
+from PIL import Image
+
+from co_settle_hf.evaluation.davis import davis_palette
+from video_factory import write_frame_folder
+
+# ----------------------------------------------------------------------------- DAVIS
+
+DAVIS_H, DAVIS_W, DAVIS_T, DAVIS_CELL = 64, 96, 5, 8
+DAVIS_BACKGROUND = [(40, 70, 200), (20, 30, 140), (60, 110, 230)]
+DAVIS_OBJECTS = {1: (230, 30, 20), 2: (30, 220, 40)}
+
+
+def davis_sequence_ids(t: int, variant: int) -> np.ndarray:
+    """Object ids of frame t: object 1 slides right, object 2 slides down (block aligned)."""
+    ids = np.zeros((DAVIS_H, DAVIS_W), dtype=np.uint8)
+    ids[8:24, 8 + 8 * t + 8 * variant : 32 + 8 * t + 8 * variant] = 1
+    ids[16 + 8 * t : 40 + 8 * t, 64:80] = 2
+    return ids
+
+
+def save_palette_png(path: Path, ids: np.ndarray) -> None:
+    """An object-id PNG in DAVIS's palette mode."""
+    img = Image.fromarray(ids)
+    img.putpalette(davis_palette())
+    img.save(path)
+
+
+def write_davis(root: Path, names: tuple[str, ...] = ("alpha", "beta")) -> None:
+    """DAVIS-2017 480p layout: JPEGImages, palette Annotations and ImageSets/2017/val.txt."""
+    rng = np.random.default_rng(0)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
+    cell = DAVIS_CELL
+    for variant, name in enumerate(names):
+        frame_dir = root / "JPEGImages" / "480p" / name
+        mask_dir = root / "Annotations" / "480p" / name
+        frame_dir.mkdir(parents=True)
+        mask_dir.mkdir(parents=True)
+        texture = rng.integers(0, len(DAVIS_BACKGROUND), size=(DAVIS_H // cell, DAVIS_W // cell))
+        for t in range(DAVIS_T):
+            ids = davis_sequence_ids(t, variant)
+            colours = np.array(DAVIS_BACKGROUND, dtype=np.uint8)[texture].repeat(cell, 0).repeat(cell, 1)
+            for obj, colour in DAVIS_OBJECTS.items():
+                colours[ids == obj] = colour
+            Image.fromarray(colours).save(frame_dir / f"{t:05d}.jpg", quality=95, subsampling=0)
+            save_palette_png(mask_dir / f"{t:05d}.png", ids)
+
+
+# ----------------------------------------------------------------------------- JHMDB and VIP
+
+
+def cell_video(num_frames: int, rows: int, cols: int, cell_h: int, cell_w: int, seed: int = 0) -> np.ndarray:
+    """Frames of random cell colours, shifted one cell right per frame (wrapping)."""
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, (rows, cols, 3), dtype=np.uint8)
+    frames = [np.roll(cells, t, axis=1) for t in range(num_frames)]
+    return np.stack([f.repeat(cell_h, 0).repeat(cell_w, 1) for f in frames])
+
+
+JHMDB_CELLS = (8, 8, 6, 10)  # rows, cols, cell height, cell width -> 48 x 80 frames
+
+
+def write_jhmdb(root: Path, name: str = "walk/clip_a", num_frames: int = 5, mat_frames: int | None = None,
+                seed: int = 0, joint0_outside: bool = False) -> tuple[Path, Path]:
+    """One JHMDB video: Rename_Images/<name>/00001.png... and joint_positions/<name>/joint_positions.mat."""
+    rows, cols, ch, cw = JHMDB_CELLS
+    frames = cell_video(num_frames, rows, cols, ch, cw, seed)
+    frame_dir = root / "Rename_Images" / name
+    frame_dir.mkdir(parents=True)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(frame_dir / f"{t + 1:05d}.png")
+    # Joints at cell centres of columns 1..2; they move one cell (10 px) right per frame and, over
+    # 5 frames, never reach the image border, so their cells' surroundings stay the same.
+    rng = np.random.default_rng(seed + 1)
+    cell_rc = np.stack([rng.integers(0, rows, 15), rng.integers(1, 3, 15)], axis=1)
+    t_idx = np.arange(num_frames if mat_frames is None else mat_frames)
+    x = (cell_rc[:, 1][:, None] + t_idx[None]) * cw + (cw - 1) / 2
+    y = np.repeat((cell_rc[:, 0] * ch + (ch - 1) / 2)[:, None], len(t_idx), axis=1)
+    if joint0_outside:  # puppet fits can place a joint outside the frame: it reaches no cell
+        x[0] = -100.0
+    pos = np.stack([x, y]) + 1.0  # MATLAB 1-based
+    mat_dir = root / "joint_positions" / name
+    mat_dir.mkdir(parents=True)
+    scipy.io.savemat(mat_dir / "joint_positions.mat", {"pos_img": pos, "scale": np.ones(len(t_idx))})
+    return frame_dir, mat_dir / "joint_positions.mat"
+
+
+VIP_CELLS = (5, 8, 8, 8)  # rows, cols, cell size -> 40 x 64 frames
+VIP_CLASSES = np.array([0, 3, 7, 19])
+
+
+def write_vip(root: Path, name: str = "videos1", num_frames: int = 4, seed: int = 0, drop_label: int | None = None,
+              label_size: tuple[int, int] | None = None) -> tuple[Path, Path]:
+    """One VIP video: Images/<name>/*.jpg and Annotations/Category_ids/<name>/*.png (class ids)."""
+    rows, cols, ch, cw = VIP_CELLS
+    frames = cell_video(num_frames, rows, cols, ch, cw, seed)
+    # One class per cell column (bilinear upsampling of labels is exact along a single axis, so
+    # perfect tracking scores exactly 1), and one void column, which scoring ignores.
+    cell_ids = np.repeat(np.resize(VIP_CLASSES, cols)[None], rows, axis=0)
+    cell_ids[:, 3] = 255
+    image_dir, label_dir = root / "Images" / name, root / "Annotations" / "Category_ids" / name
+    image_dir.mkdir(parents=True)
+    label_dir.mkdir(parents=True)
+    for t, frame in enumerate(frames):
+        stem = f"{t * 25 + 1:012d}"
+        Image.fromarray(frame).save(image_dir / f"{stem}.jpg", quality=98)
+        if t == drop_label:
+            continue
+        ids = np.roll(cell_ids, t, axis=1).repeat(ch, 0).repeat(cw, 1).astype(np.uint8)
+        if label_size is not None and t == 1:
+            ids = np.zeros(label_size, dtype=np.uint8)
+        Image.fromarray(ids, mode="L").save(label_dir / f"{stem}.png")
+    return image_dir, label_dir
+
+
+# ----------------------------------------------------------------------------- trade-off clips
+
+
+def tradeoff_videos(n: int, frames: int = 9) -> list[torch.Tensor]:
+    """`n` uint8 (frames, 32, 40, 3) videos of random pixels drifting one column per frame."""
+    g = torch.Generator().manual_seed(5)
+    base = [torch.randint(0, 256, (1, 32, 40, 3), generator=g, dtype=torch.uint8) for _ in range(n)]
+    # Slowly drifting content so D_intra is small but not zero.
+    return [torch.cat([torch.roll(b, shifts=t, dims=2) for t in range(frames)]) for b in base]
+
+
+def write_tradeoff_clips(root: Path, videos: list[torch.Tensor]) -> Path:
+    """Each video as a folder of lossless PNG frames, root/clip<i>/00000.png..., as discover_clips reads."""
+    for index, video in enumerate(videos):
+        write_frame_folder(root / f"clip{index}", video.numpy(), ext="png")
+    return root

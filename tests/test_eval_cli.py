@@ -1,0 +1,249 @@
+"""`co-settle eval davis|jhmdb|vip|tradeoff` end to end: tiny backbone and adapter, tiny datasets on disk."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from co_settle_hf import CoSettleModel
+from co_settle_hf.evaluation.cli import cli_main
+from co_settle_hf.evaluation.davis import davis_palette, read_frames
+from co_settle_hf.evaluation.plots import overlay_masks
+from eval_fixtures import (
+    DAVIS_H,
+    DAVIS_T,
+    DAVIS_W,
+    davis_sequence_ids,
+    tradeoff_videos,
+    write_davis,
+    write_jhmdb,
+    write_tradeoff_clips,
+    write_vip,
+)
+from tiny_backbones import save_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A tiny ViT (patch 16), an untrained adapter on it, and every dataset the CLI reads."""
+    root = tmp_path_factory.mktemp("eval_cli")
+    save_backbone("vit", root / "vit")
+    CoSettleModel.from_backbone(str(root / "vit")).save_pretrained(root / "adapter")
+    write_davis(root / "DAVIS")
+    write_jhmdb(root / "jhmdb", "walk/clip_a", seed=0)
+    write_jhmdb(root / "jhmdb", "run/clip_b", seed=3)
+    write_vip(root / "VIP", "videos1", seed=0)
+    write_vip(root / "VIP", "videos2", seed=5)
+    (root / "VIP" / "lists").mkdir()
+    (root / "VIP" / "lists" / "val_videos.txt").write_text("videos1\nvideos2\n")
+    write_tradeoff_clips(root / "clips", tradeoff_videos(2))
+    return root
+
+
+def run_cli(task: str, model: Path, data: Path, out: Path, *extra: str) -> dict:
+    return cli_main([task, "--model", str(model), "--data-root", str(data), "--output-dir", str(out), "--device", "cpu", *extra])
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def check_common_outputs(out: Path, rows: dict, printed: str, task: str, columns: list[str]) -> None:
+    """Every command: the returned rows in results.json, the Markdown table in table.md and on stdout."""
+    assert list(rows) == columns
+    assert json.loads((out / "results.json").read_text()) == rows
+    table = (out / "table.md").read_text()
+    assert table.startswith(f"### {task}: ") and table.strip() in printed
+    header = table.splitlines()[2]
+    assert header == "| metric | " + " | ".join(columns) + " |"
+    for metric, value in rows[columns[0]].items():
+        cell = f"{value:.4f}" if isinstance(value, float) else str(value)
+        assert f"| {metric} | {cell} |" in table
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+# ----------------------------------------------------------------------------- DAVIS
+
+
+def test_davis_with_an_adapter(workspace, tmp_path, capsys):
+    out = tmp_path / "davis"
+    rows = run_cli("davis", workspace / "adapter", workspace / "DAVIS", out,
+                   "--size", "64", "96", "--n-context", "3", "--radius", "4", "--video")
+    model = str(workspace / "adapter")
+    check_common_outputs(out, rows, capsys.readouterr().out, "davis", [model])
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"] == {"n_context": 3, "radius": 4.0, "topk": 7, "temperature": 0.7, "size": [64, 96],
+                                   "split": "val", "resolution": "480p"}
+    assert summary["num_sequences"] == 2 and summary["num_objects"] == 4
+    assert 0.0 <= summary["J&F-Mean"] <= 1.0
+    assert rows[model]["J&F-Mean"] == summary["J&F-Mean"] and "per_object" not in rows[model]
+
+    per_sequence = read_csv(out / "per-sequence_results-val.csv")
+    assert per_sequence[0] == ["Sequence", "J-Mean", "F-Mean"]
+    assert [r[0] for r in per_sequence[1:]] == ["alpha_1", "alpha_2", "beta_1", "beta_2"]
+    for name, j_mean, f_mean in per_sequence[1:]:
+        assert j_mean == f"{summary['per_object'][name]['J-Mean']:.3f}"
+        assert f_mean == f"{summary['per_object'][name]['F-Mean']:.3f}"
+    header, values = read_csv(out / "global_results-val.csv")
+    assert header == ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+    assert values[0] == f"{summary['J&F-Mean']:.3f}"
+
+    masks = {}
+    for variant, name in enumerate(("alpha", "beta")):
+        for t in range(DAVIS_T):
+            with Image.open(out / name / f"{t:05d}.png") as png:
+                assert png.mode == "P" and png.getpalette()[:9] == davis_palette()[:9]
+                ids = np.array(png)
+            assert ids.shape == (DAVIS_H, DAVIS_W) and set(np.unique(ids)) <= {0, 1, 2}
+            if t == 0:  # the given annotation comes back unchanged
+                assert np.array_equal(ids, davis_sequence_ids(0, variant))
+            masks[name, t] = ids
+
+    # Pictures of the first sequence: a contact sheet, the mp4 of the overlays, the feature PCA.
+    with Image.open(out / "alpha_propagation.png") as sheet:
+        assert sheet.format == "PNG" and sheet.width > DAVIS_W and np.array(sheet.convert("L")).std() > 0
+    assert not (out / "beta_propagation.png").exists()
+    video = decode(out / "alpha_propagation.mp4")
+    assert video.shape == (DAVIS_T, DAVIS_H, DAVIS_W, 3)
+    frames = read_frames(sorted((workspace / "DAVIS" / "JPEGImages" / "480p" / "alpha").glob("*.jpg")))
+    expected = overlay_masks(frames, np.stack([masks["alpha", t] for t in range(DAVIS_T)]))
+    error = np.abs(video.astype(int) - expected).mean(axis=(1, 2, 3))
+    assert (error < 8).all(), error  # lossy codec, but the frames are those overlays, in order
+    assert np.abs(video[0].astype(int) - expected[-1]).mean() > error[0]
+    with Image.open(out / "alpha_features_pca.png") as pca:
+        assert pca.format == "PNG" and pca.width > 2 * pca.height
+
+
+def test_davis_with_a_bare_backbone_and_chosen_sequences(workspace, tmp_path, capsys):
+    out = tmp_path / "davis"
+    rows = run_cli("davis", workspace / "vit", workspace / "DAVIS", out, "--size", "64", "96", "--sequences", "beta",
+                   "--topk", "3")
+    check_common_outputs(out, rows, capsys.readouterr().out, "davis", [str(workspace / "vit")])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_sequences"] == 1 and summary["settings"]["topk"] == 3
+    assert [r[0] for r in read_csv(out / "per-sequence_results-val.csv")[1:]] == ["beta_1", "beta_2"]
+    assert (out / "beta_propagation.png").is_file() and not (out / "alpha").exists()
+    assert not (out / "beta_propagation.mp4").exists()  # only with --video
+    assert not list(out.glob("*_features_pca.png"))  # a bare backbone has no projection to show
+
+
+# ----------------------------------------------------------------------------- JHMDB and VIP
+
+
+def test_jhmdb_with_an_adapter(workspace, tmp_path, capsys):
+    out = tmp_path / "jhmdb"
+    rows = run_cli("jhmdb", workspace / "adapter", workspace / "jhmdb", out, "--size", "64", "64")
+    model = str(workspace / "adapter")
+    check_common_outputs(out, rows, capsys.readouterr().out, "jhmdb", [model])
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["PCK@0.1"] <= summary["PCK@0.2"] <= 1.0
+    assert summary["num_videos"] == 2 and summary["num_scored"] == 2 * 4 * 15
+    assert summary["settings"]["size"] == [64, 64] and summary["settings"]["topk"] == 7
+    assert rows[model]["PCK@0.1"] == summary["PCK@0.1"] and rows[model]["PCK@0.2"] == summary["PCK@0.2"]
+    per_video = read_csv(out / "per-video_results.csv")
+    assert per_video[0] == ["video", "frames", "PCK@0.1", "PCK@0.2"]
+    assert sorted(r[0] for r in per_video[1:]) == ["run/clip_b", "walk/clip_a"]
+    assert all(r[1] == "5" and 0.0 <= float(r[2]) <= float(r[3]) <= 1.0 for r in per_video[1:])
+
+
+def test_jhmdb_with_a_bare_backbone_and_a_list_file(workspace, tmp_path):
+    (tmp_path / "list.txt").write_text("run/clip_b\n")
+    out = tmp_path / "jhmdb"
+    rows = run_cli("jhmdb", workspace / "vit", workspace / "jhmdb", out, "--size", "48", "80",
+                   "--list-file", str(tmp_path / "list.txt"), "--n-context", "2")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_videos"] == 1 and summary["settings"]["size"] == [48, 80] and summary["settings"]["n_context"] == 2
+    assert [r[0] for r in read_csv(out / "per-video_results.csv")[1:]] == ["run/clip_b"]
+    assert rows[str(workspace / "vit")]["num_scored"] == 4 * 15
+
+
+@pytest.mark.parametrize("model", ["adapter", "vit"])
+def test_vip(workspace, tmp_path, capsys, model):
+    out = tmp_path / "vip"
+    rows = run_cli("vip", workspace / model, workspace / "VIP", out, "--long-side", "64")
+    check_common_outputs(out, rows, capsys.readouterr().out, "vip", [str(workspace / model)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["mIoU"] <= 1.0 and summary["num_videos"] == 2 and summary["num_frames"] == 8
+    assert summary["settings"]["topk"] == 10 and summary["settings"]["input_sizes"] == [[32, 64]]
+    assert rows[str(workspace / model)]["mIoU"] == summary["mIoU"]
+    confusion = read_csv(out / "confusion_matrix.csv")
+    assert len(confusion) == 21 and confusion[0][1] == "background" and all(len(r) == 21 for r in confusion)
+    counts = np.array([[int(v) for v in r[1:]] for r in confusion[1:]])
+    void_pixels = 2 * 4 * 40 * 8  # the void column of every frame is not scored
+    assert counts.sum() == 2 * 4 * 40 * 64 - void_pixels
+    assert [r[0] for r in read_csv(out / "per-video_results.csv")[1:]] == ["videos1", "videos2"]
+
+
+def test_vip_through_the_console_entry_point(workspace, tmp_path):
+    """`python -m co_settle_hf.cli eval vip ...` in a fresh process gives what the in-process call gives."""
+    out = tmp_path / "subprocess"
+    command = [sys.executable, "-m", "co_settle_hf.cli", "eval", "vip", "--model", str(workspace / "vit"),
+               "--data-root", str(workspace / "VIP"), "--output-dir", str(out), "--long-side", "64", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"### vip: {workspace / 'vit'}" in result.stdout and "| mIoU |" in result.stdout
+    in_process = run_cli("vip", workspace / "vit", workspace / "VIP", tmp_path / "in_process", "--long-side", "64")
+    from_subprocess = json.loads((out / "results.json").read_text())
+    for key in ("mIoU", "pixel_accuracy", "num_frames"):
+        assert from_subprocess[str(workspace / "vit")][key] == pytest.approx(in_process[str(workspace / "vit")][key], abs=1e-6)
+    assert (out / "table.md").is_file() and (out / "confusion_matrix.csv").is_file()
+
+
+# ----------------------------------------------------------------------------- trade-off
+
+
+def test_tradeoff_adapter_against_its_base(workspace, tmp_path, capsys):
+    out = tmp_path / "tradeoff"
+    rows = run_cli("tradeoff", workspace / "adapter", workspace / "clips", out)
+    check_common_outputs(out, rows, capsys.readouterr().out, "tradeoff", ["adapted", "base"])
+    metrics = {"d_intra", "d_inter", "tradeoff_margin", "cycle_accuracy", "effective_rank", "num_videos"}
+    for row in rows.values():
+        assert set(row) == metrics and row["num_videos"] == 2
+        assert row["tradeoff_margin"] == pytest.approx(row["d_inter"] - 0.3 * row["d_intra"])
+    assert rows["adapted"]["d_intra"] != rows["base"]["d_intra"]  # two different encoders were measured
+    with Image.open(out / "tradeoff.png") as plot:
+        assert plot.format == "PNG" and np.array(plot.convert("L")).std() > 0
+
+    # The "base" row is the bare backbone, measured on its own the same way.
+    bare = run_cli("tradeoff", workspace / "vit", workspace / "clips", tmp_path / "bare", "--num-frames", "9")
+    assert list(bare) == ["model"]
+    assert bare["model"] == pytest.approx(rows["base"], rel=1e-5)
+    assert (tmp_path / "bare" / "tradeoff.png").is_file()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_missing_data_root_is_named(workspace, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["davis", "--model", str(workspace / "vit"), "--output-dir", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    assert "--data-root" in capsys.readouterr().err
+    ghost = tmp_path / "no_such_dataset"
+    with pytest.raises(SystemExit, match=re.escape(f"--data-root {ghost} does not exist")):
+        run_cli("davis", workspace / "vit", ghost, tmp_path / "o")
+
+
+def test_missing_model_is_named(workspace, tmp_path):
+    ghost = tmp_path / "no_such_model"
+    with pytest.raises(SystemExit, match=re.escape(f"--model {ghost}: not an adapter or backbone")):
+        run_cli("jhmdb", ghost, workspace / "jhmdb", tmp_path / "o")
