@@ -14,7 +14,11 @@ from co_settle_hf.data import VideoFileClip
 from co_settle_hf.evaluation.encoders import load_for_evaluation
 from co_settle_hf.evaluation.features import extract_video_features, fit_to_patches
 from co_settle_hf.evaluation.plots import write_overlay_video
-from co_settle_hf.evaluation.propagation import labels_to_onehot, propagate_labels, upsample_and_argmax
+from co_settle_hf.evaluation.propagation import (
+    labels_to_onehot,
+    propagate_labels,
+    upsample_and_argmax,
+)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", required=True, help="adapter or backbone (path or Hub id)")

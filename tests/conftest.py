@@ -26,7 +26,6 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-
 from hub_server import USER, HubServer
 
 

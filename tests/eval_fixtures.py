@@ -13,9 +13,9 @@ import numpy as np
 import scipy.io
 import torch
 from PIL import Image
+from video_factory import write_frame_folder
 
 from co_settle_hf.evaluation.davis import davis_palette
-from video_factory import write_frame_folder
 
 # ----------------------------------------------------------------------------- DAVIS
 
@@ -35,7 +35,7 @@ def davis_sequence_ids(t: int, variant: int) -> np.ndarray:
 def save_palette_png(path: Path, ids: np.ndarray) -> None:
     """An object-id PNG in DAVIS's palette mode."""
     img = Image.fromarray(ids)
-    img.putpalette(davis_palette())
+    img.putpalette(davis_palette().reshape(-1).tolist())
     img.save(path)
 
 

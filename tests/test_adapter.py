@@ -7,12 +7,17 @@ import struct
 
 import pytest
 import torch
+from tiny_backbones import CONFIGS, save_backbone
 from transformers import AutoModel
 
-from co_settle_hf import BackboneEncoder, CoSettleConfig, CoSettleModel, supported_model_types
+from co_settle_hf import (
+    BackboneEncoder,
+    CoSettleConfig,
+    CoSettleModel,
+    supported_model_types,
+)
 from co_settle_hf.backbones.families import UnsupportedBackboneError
 from co_settle_hf.modeling_co_settle import AdapterLoadError, BackboneMismatchError
-from tiny_backbones import CONFIGS, save_backbone
 
 FAMILIES = sorted(CONFIGS)
 

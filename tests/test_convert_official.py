@@ -6,10 +6,13 @@ import pickle
 
 import pytest
 import torch
+from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
-from co_settle_hf.hub.convert_official import OfficialCheckpointError, convert_official_checkpoint
-from tiny_backbones import save_backbone
+from co_settle_hf.hub.convert_official import (
+    OfficialCheckpointError,
+    convert_official_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,36 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
-from co_settle_hf.evaluation.davis import davis_palette, evaluate_davis, list_davis_sequences
-from co_settle_hf.evaluation.metrics import db_statistics, f_measure, jaccard
-from co_settle_hf.evaluation.propagation import upsample_and_argmax
 from eval_fixtures import (  # the tiny DAVIS dataset, shared with test_eval_cli
     DAVIS_CELL as CELL,
+)
+from eval_fixtures import (
     DAVIS_H as H,
+)
+from eval_fixtures import (
     DAVIS_T as T,
+)
+from eval_fixtures import (
     DAVIS_W as W,
+)
+from eval_fixtures import (
     davis_sequence_ids as sequence_ids,
+)
+from eval_fixtures import (
     save_palette_png,
+)
+from eval_fixtures import (
     write_davis as write_dataset,
 )
+from PIL import Image
+
+from co_settle_hf.evaluation.davis import (
+    davis_palette,
+    evaluate_davis,
+    list_davis_sequences,
+)
+from co_settle_hf.evaluation.metrics import db_statistics, f_measure, jaccard
+from co_settle_hf.evaluation.propagation import upsample_and_argmax
 
 # ---------------------------------------------------------------------------------------
 # Independent transcription of the DAVIS definitions, pixel by pixel.
@@ -222,7 +238,7 @@ def oracle_masks(variant: int) -> np.ndarray:
 def test_evaluate_davis_end_to_end(dataset, tmp_path):
     out = tmp_path / "out"
     summary = evaluate_davis(ColourEncoder(), dataset, out, size=(H, W), n_context=3, radius=4, progress=False)
-    palette = davis_palette()
+    palette = davis_palette().reshape(-1).tolist()
     for variant, name in enumerate(("alpha", "beta")):
         best = oracle_masks(variant)
         for t in range(T):

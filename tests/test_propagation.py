@@ -11,7 +11,11 @@ import torch.nn.functional as F
 
 from co_settle_hf.evaluation.features import extract_video_features, fit_to_patches
 from co_settle_hf.evaluation.metrics import f_measure, jaccard
-from co_settle_hf.evaluation.propagation import labels_to_onehot, propagate_labels, upsample_and_argmax
+from co_settle_hf.evaluation.propagation import (
+    labels_to_onehot,
+    propagate_labels,
+    upsample_and_argmax,
+)
 
 
 def reference_propagation(feats, first, n_context, radius, topk, temperature):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from eval_fixtures import tradeoff_videos as _videos  # shared with test_eval_cli
 from PIL import Image
 
 from co_settle_hf.evaluation import tradeoff as T
-from eval_fixtures import tradeoff_videos as _videos  # shared with test_eval_cli
 
 
 class PooledPixelEncoder:

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_backbones import build_backbone, save_backbone
+from video_factory import moving_pattern_frames, write_frame_folder, write_video
 
 from co_settle_hf import CoSettleModel
 from co_settle_hf.data import BadDataError
 from co_settle_hf.training.trainer import main as train
-from tiny_backbones import build_backbone, save_backbone
-from video_factory import moving_pattern_frames, write_frame_folder, write_video
 
 FAST = ["--image-size", "64", "--learning-rate", "1e-3", "--per-device-train-batch-size", "2", "--cpu", "--logging-steps", "1"]
 

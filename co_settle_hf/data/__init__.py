@@ -5,9 +5,19 @@ from .base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Clip, ClipReadError
 from .discovery import clip_from_path, discover_clips
 from .frames import FrameFolderClip
 from .hf_datasets import DatasetClips, StreamingClips, dataset_clips
-from .pairs import FramePairDataset, IterableFramePairDataset, collate_pairs, sample_generator
+from .pairs import (
+    FramePairDataset,
+    IterableFramePairDataset,
+    collate_pairs,
+    sample_generator,
+)
 from .sampling import sample_pair_indices
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, random_resized_crop_params
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PairTransform,
+    random_resized_crop_params,
+)
 from .video import VideoFileClip, VideoInfo
 
 __all__ = [

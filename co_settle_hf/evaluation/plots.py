@@ -13,28 +13,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .davis import davis_palette  # noqa: E402
 
 #: Opacity of the label colours over the frame.
 MASK_ALPHA = 0.5
-
-
-def default_palette(num_colors: int = 256) -> np.ndarray:
-    """The PASCAL VOC / DAVIS colour map: (num_colors, 3) uint8, label 0 black, 255 light grey.
-
-    Each label's bits are spread over the high bits of R, G and B, so neighbouring labels get
-    clearly different colours and the pictures match the DAVIS annotation PNGs.
-    """
-    labels = np.arange(num_colors)
-    palette = np.zeros((num_colors, 3), dtype=np.int64)
-    bits = labels.copy()
-    for shift in range(7, -1, -1):
-        for channel in range(3):
-            palette[:, channel] |= ((bits >> channel) & 1) << shift
-        bits >>= 3
-    return palette.astype(np.uint8)
 
 
 def _to_numpy(array, name: str) -> np.ndarray:
@@ -66,7 +52,7 @@ def overlay_masks(frames, masks, palette: np.ndarray | None = None, alpha: float
     one-pixel outlines are drawn in full colour so thin or touching regions stay readable.
     """
     f, m = _check_frames_masks(frames, masks)
-    pal = default_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    pal = davis_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
     if pal.ndim != 2 or pal.shape[1] != 3 or pal.shape[0] <= m.max():
         raise ValueError(f"palette must be (K, 3) with K > the largest label {m.max()}, got {pal.shape}")
     colours = pal[m].astype(np.float32)
@@ -100,7 +86,7 @@ def contact_sheet(
 
     Args:
         frames: uint8 (T, H, W, 3); masks: integer labels (T, H, W), 0 = background.
-        palette: (K, 3) uint8 label colours; default :func:`default_palette` (DAVIS colours).
+        palette: (K, 3) uint8 label colours; default: the DAVIS colours.
     Returns:
         the path written.
     """

@@ -250,7 +250,9 @@ def _frame_indices(total: int, num_frames: int | None) -> list[int]:
 def _iter_videos(videos: Any, num_frames: int | None) -> Iterable[tuple[str, Tensor]]:
     """Yield (name, uint8 (T, H, W, 3)) from tensors, clip objects or a path for ``discover_clips``."""
     if isinstance(videos, (str, Path)):
-        from co_settle_hf.data import discover_clips  # here: the data package imports `datasets` (slow)
+        from co_settle_hf.data import (
+            discover_clips,  # here: the data package imports `datasets` (slow)
+        )
 
         videos = discover_clips(videos)
     if isinstance(videos, Tensor):

@@ -34,8 +34,6 @@ IoU values are shares in [0, 1] (the paper prints percentages).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -49,10 +47,11 @@ from PIL import Image
 
 from co_settle_hf.data.frames import list_images
 
-from .davis import _nan_to_none, read_annotation, read_frames
+from .davis import read_annotation, read_frames
 from .features import DenseEncoder, extract_video_features, fit_to_patches
 from .jhmdb import read_list_file, resolve_in_root
 from .propagation import labels_to_onehot, propagate_labels, upsample_and_argmax
+from .results import write_csv, write_summary
 
 NUM_CLASSES = 20
 CLASS_NAMES = (
@@ -273,15 +272,7 @@ def evaluate_vip(
                      "include_first_frame": include_first_frame},
         "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
     }
-    with (output_dir / "per-video_results.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video", "frames", "mIoU", "pixel_accuracy"])
-        for row in rows:
-            writer.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
-    with (output_dir / "confusion_matrix.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["gt \\ pred", *names])
-        for name, counts in zip(names, total):
-            writer.writerow([name, *counts.tolist()])
-    (output_dir / "summary.json").write_text(json.dumps(_nan_to_none(summary), indent=2))
+    write_csv(output_dir / "per-video_results.csv", ["video", "frames", "mIoU", "pixel_accuracy"], rows)
+    write_csv(output_dir / "confusion_matrix.csv", ["gt \\ pred", *names], ([name, *counts.tolist()] for name, counts in zip(names, total)))
+    write_summary(output_dir / "summary.json", summary)
     return summary

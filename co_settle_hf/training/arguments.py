@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from ..configuration_co_settle import KL_DIRECTIONS, PEA_MODES, PROJECTIONS, SEPARABILITY_KINDS
+from ..configuration_co_settle import (
+    KL_DIRECTIONS,
+    PEA_MODES,
+    PROJECTIONS,
+    SEPARABILITY_KINDS,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
