@@ -33,7 +33,18 @@ clip = VideoFileClip(args.video)
 frames = clip.read(range(clip.num_frames))
 size = fit_to_patches(tuple(args.size), encoder.patch_size)
 features = extract_video_features(encoder, frames, size=size)
-ids = torch.from_numpy(np.array(Image.open(args.mask))).long()
+mask = Image.open(args.mask)
+if mask.mode in ("P", "L", "I"):
+    ids = torch.from_numpy(np.array(mask)).long()
+else:  # a colour mask: one id per colour, black is the background
+    colours = np.array(mask.convert("RGB")).reshape(-1, 3)
+    palette, inverse = np.unique(colours, axis=0, return_inverse=True)
+    order = np.argsort(palette.sum(1), kind="stable")  # black (sum 0) first
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    ids = torch.from_numpy(rank[inverse.reshape(-1)].reshape(mask.height, mask.width)).long()
+    if palette[order[0]].sum() != 0:
+        ids += 1  # no black pixel: every colour is an object
 ids = torch.nn.functional.interpolate(ids[None, None].float(), size=size, mode="nearest")[0, 0].long()
 first = labels_to_onehot(ids, int(ids.max()) + 1, size=tuple(features.shape[1:3]))
 soft = propagate_labels(features, first.to(features.device), progress=True)

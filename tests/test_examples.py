@@ -70,11 +70,19 @@ def test_features_from_video(workspace, tmp_path):
     assert not torch.allclose(features, extract_video_features(adapter.backbone, frames, size=(64, 96)), atol=1e-2)
 
 
-@pytest.mark.parametrize("model", ["adapter", "vit"])
-def test_propagate_mask(workspace, tmp_path, model):
+@pytest.mark.parametrize("model,mask_kind", [("adapter", "ids"), ("vit", "ids"), ("vit", "colours")])
+def test_propagate_mask(workspace, tmp_path, model, mask_kind):
     output = tmp_path / "propagated.mp4"
+    mask_file = workspace / "mask.png"
+    if mask_kind == "colours":  # a colour mask: green (sorted first) becomes object 1, red object 2
+        ids = np.array(Image.open(mask_file))
+        colours = np.zeros((*ids.shape, 3), dtype=np.uint8)
+        colours[ids == 1] = (0, 255, 0)
+        colours[ids == 2] = (255, 0, 0)
+        mask_file = tmp_path / "colour_mask.png"
+        Image.fromarray(colours).save(mask_file)
     result = run([sys.executable, str(EXAMPLES / "propagate_mask.py"), "--model", str(workspace / model),
-                  "--video", str(workspace / "clip.mp4"), "--mask", str(workspace / "mask.png"), "--size", "64", "96",
+                  "--video", str(workspace / "clip.mp4"), "--mask", str(mask_file), "--size", "64", "96",
                   "--output", str(output)], tmp_path)
     assert f"{NUM_FRAMES} frames, 2 object(s)" in result.stdout
     video, source = decode(output), decode(workspace / "clip.mp4")

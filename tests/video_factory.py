@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from co_settle_hf.data.video import write_video as library_write_video
+
 # Pixel formats the encoders accept; everything else gets yuv420p.
 _PIX_FMT = {"mjpeg": "yuvj420p", "ffv1": "yuv444p", "png": "rgb24", "rawvideo": "yuv420p"}
 
@@ -50,28 +52,21 @@ def write_video(
     ``gop_size`` fixes the keyframe interval (no scene-cut keyframes) so tests can check that
     seeking decodes only part of the file. H and W must be even for the yuv420p codecs.
     """
-    array = _as_uint8_frames(frames)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = array.shape[2], array.shape[1]
-        stream.pix_fmt = _PIX_FMT.get(codec, "yuv420p")
+    options = None
+    if gop_size is not None and codec in ("libx264", "h264"):
+        options = {"g": str(gop_size), "keyint_min": str(gop_size), "sc_threshold": "0"}
+    elif gop_size is not None:
+        options = {"sc_threshold": "1000000000"}
+
+    def configure(stream) -> None:  # noqa: ANN001 (a PyAV stream)
         if max_b_frames is not None:
             stream.codec_context.max_b_frames = max_b_frames
         if gop_size is not None:
             # Keyframes exactly every gop_size frames: scene-cut detection would add more.
             stream.codec_context.gop_size = gop_size
-            if codec in ("libx264", "h264"):
-                stream.options = {"g": str(gop_size), "keyint_min": str(gop_size), "sc_threshold": "0"}
-            else:
-                stream.options = {"sc_threshold": "1000000000"}
-        for image in array:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+
+    return library_write_video(path, _as_uint8_frames(frames), fps=fps, codec=codec,
+                               pix_fmt=_PIX_FMT.get(codec, "yuv420p"), options=options, configure=configure)
 
 
 def moving_pattern_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -230,3 +230,40 @@ class VideoFileClip:
 
     def __repr__(self) -> str:
         return f"VideoFileClip({self.name!r}, sample_fps={self.sample_fps})"
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray | torch.Tensor,
+    fps: int = 10,
+    codec: str | None = None,
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    configure: Callable[[av.video.stream.VideoStream], None] | None = None,
+) -> Path:
+    """Encode uint8 RGB frames (T, H, W, 3) with PyAV; the container comes from the file suffix.
+
+    ``codec`` None picks H.264 (libx264, crf 18) when this PyAV build has it, else MPEG-4 part 2.
+    ``configure`` may set codec-context fields (keyframe interval, B-frames) before encoding.
+    """
+    array = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {array.dtype} {array.shape}")
+    if codec is None:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        options = {"crf": "18", **(options or {})} if codec == "libx264" else options
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = array.shape[2], array.shape[1], pix_fmt
+        if options:
+            stream.options = options
+        if configure is not None:
+            configure(stream)
+        for image in np.ascontiguousarray(array):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -108,9 +108,9 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if not Path(args.data_root).exists():
         raise SystemExit(f"--data-root {args.data_root} does not exist")
+    loaded = load_for_evaluation(args.model, args.revision, args.device)  # fails before anything is written
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_for_evaluation(args.model, args.revision, args.device)
     if args.task == "tradeoff":
         rows = run_tradeoff(args, loaded, output_dir)
     elif args.task == "davis":

@@ -117,31 +117,17 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def write_overlay_video(frames, masks, path: str | Path, fps: int = 10, palette: np.ndarray | None = None) -> Path:
-    """Write the mask overlay of every frame as an H.264 mp4 (MPEG-4 part 2 if libx264 is missing).
+    """Write the mask overlay of every frame as an mp4 (H.264, or MPEG-4 part 2 without libx264).
 
     Odd frame sizes are padded by one replicated row/column: yuv420p needs even sizes.
     """
-    import av
+    from ..data.video import write_video
 
     blended = overlay_masks(frames, masks, palette)
     pad_h, pad_w = blended.shape[1] % 2, blended.shape[2] % 2
     if pad_h or pad_w:
         blended = np.pad(blended, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=int(fps))
-        stream.width, stream.height = blended.shape[2], blended.shape[1]
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18"}
-        for image in blended:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video(path, blended, fps=fps)
 
 
 def pca_rgb(features) -> np.ndarray:

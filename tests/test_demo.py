@@ -1,0 +1,33 @@
+"""`co-settle demo` end to end on a tiny backbone (the real footage, trainer, evaluation and report)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from co_settle_hf import CoSettleModel
+from co_settle_hf.demo.run import main as demo
+from tiny_backbones import save_backbone
+
+
+def test_demo_writes_a_report_of_measured_numbers(tmp_path):
+    backbone = save_backbone("vit", tmp_path / "vit")
+    out = tmp_path / "demo"
+    report = demo(["--output-dir", str(out), "--backbone", str(backbone), "--steps", "3", "--batch-size", "2",
+                   "--num-sequences", "1", "--eval-size", "64", "112"])
+    text = report.read_text()
+    measured = json.loads((out / "report.json").read_text())
+    # Every table cell is a number from this run's result files.
+    rows = dict(re.findall(r"^\| (J&F \(propagation benchmark\)) \| ([0-9.]+) \|", text, re.M))
+    assert float(rows["J&F (propagation benchmark)"]) == round(measured["davis"]["base"]["J&F-Mean"], 4)
+    assert f"{measured['tradeoff']['adapted']['d_intra']:.4f}" in text
+    assert "Control: " in text and "bikes_shot" in text and "carphone" in text
+    for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (out / picture).is_file(), picture
+    assert any("tradeoff.png" in p for p in re.findall(r"\]\(([^)]+)\)", text))
+    # Held-out clips are never trained on.
+    assert not set(measured["training"]) & {"carphone", "bigbuckbunny_tail"}
+    assert sorted(p.name for p in (out / "data" / "train").iterdir()) == [
+        "bigbuckbunny_head", "bikes_shot0", "bikes_shot1", "bikes_shot2", "bikes_shot3", "bikes_shot4"
+    ]
+    assert CoSettleModel.from_pretrained(out / "adapter").config.base_model_type == "vit"
