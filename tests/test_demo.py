@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 
+from tiny_backbones import save_backbone
+
 from co_settle_hf import CoSettleModel
 from co_settle_hf.demo.run import main as demo
-from tiny_backbones import save_backbone
 
 
 def test_demo_writes_a_report_of_measured_numbers(tmp_path):

@@ -75,7 +75,7 @@ def test_resume_from_latest_matches_an_uninterrupted_run(workspace, tmp_path):
     assert steps == [3, 4, 5]
 
 
-@pytest.mark.parametrize("source", ["frames", "videos", "list", "dataset"])
+@pytest.mark.parametrize("source", ["frames", "videos", "list", "dataset", "streamed dataset"])
 def test_every_source_feeds_the_trainer(source, workspace, tmp_path):
     if source == "frames":
         args = ("--train-dir", str(workspace / "frames"))
@@ -91,9 +91,12 @@ def test_every_source_feeds_the_trainer(source, workspace, tmp_path):
         videos = sorted(str(p) for p in (workspace / "videos").rglob("*.mp4"))
         datasets.Dataset.from_dict({"video": [Path(v).read_bytes() for v in videos]}).save_to_disk(tmp_path / "ds")
         args = ("--dataset-name", str(tmp_path / "ds"), "--video-column", "video")
+        if source == "streamed dataset":
+            args += ("--streaming",)
     output = run(workspace, tmp_path / "out", source=args, steps=2)
     summary = json.loads((output / "training_summary.json").read_text())
-    assert summary["clips"] == 6 and summary["steps"] == 2 and summary["bad_samples_skipped"] == 0
+    assert summary["clips"] == ("streamed" if source == "streamed dataset" else 6)
+    assert summary["steps"] == 2 and summary["bad_samples_skipped"] == 0
     assert CoSettleModel.from_pretrained(output).config.base_model_type == "vit"
 
 
@@ -160,3 +163,16 @@ def test_tensorboard_events_and_push_to_hub(workspace, tmp_path, hub_server, hub
     x = torch.randn(1, 3, 64, 64)
     assert torch.equal(pulled(x).features, local(x).features)
     assert "global_batch_size" in (output / "README.md").read_text()
+
+
+def test_gradient_accumulation_matches_the_large_batch(workspace, tmp_path):
+    """Two accumulated micro-batches of 1 make the same update as one batch of 2."""
+    big = run(workspace, tmp_path / "big", steps=3)
+    accumulated = run(workspace, tmp_path / "acc", "--per-device-train-batch-size", "1", "--gradient-accumulation-steps", "2", steps=3)
+    summary = json.loads((accumulated / "training_summary.json").read_text())
+    assert summary["global_batch_size"] == 2 and summary["steps"] == 3
+    steps = [json.loads(line)["step"] for line in (accumulated / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    expected, got = load_file(big / "model.safetensors"), load_file(accumulated / "model.safetensors")
+    for key in expected:
+        assert torch.allclose(got[key], expected[key], atol=1e-5), key

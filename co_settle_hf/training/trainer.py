@@ -207,7 +207,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
         skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
         batches = accelerator.skip_first_batches(loader, skip) if skip and not args.streaming else loader
         epoch_bad = epoch_seen = 0
-        sums = torch.zeros(len(METRICS), device=accelerator.device)
         for frames, num_bad in batches:
             epoch_bad += num_bad
             epoch_seen += args.per_device_train_batch_size
@@ -224,12 +223,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
+            samples_done += len(frames) * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
             step += 1
-            sums += mean_values
-            samples_done += len(frames) * accelerator.num_processes
             progress.update(1)
             rate = samples_done / (time.perf_counter() - started)
             progress.set_postfix(loss=f"{float(mean_values[0]):.4f}", cyc_acc=f"{float(mean_values[3]):.3f}", pairs_s=f"{rate:.1f}")
