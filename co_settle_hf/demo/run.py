@@ -150,16 +150,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, timings, adapter: Path, train_args) -> Path:
     """report.md: only numbers measured in this run."""
-    rows = [
-        ("J&F (propagation benchmark)", davis["base"]["J&F-Mean"], davis["adapted"]["J&F-Mean"]),
-        ("J (region IoU)", davis["base"]["J-Mean"], davis["adapted"]["J-Mean"]),
-        ("F (boundary F)", davis["base"]["F-Mean"], davis["adapted"]["F-Mean"]),
-        ("D_intra (lower: more consistent)", tradeoff["base"]["d_intra"], tradeoff["adapted"]["d_intra"]),
-        ("D_inter (higher: more separable)", tradeoff["base"]["d_inter"], tradeoff["adapted"]["d_inter"]),
-        ("D = D_inter - 0.3 D_intra", tradeoff["base"]["tradeoff_margin"], tradeoff["adapted"]["tradeoff_margin"]),
-        ("cycle accuracy (held-out clips)", tradeoff["base"]["cycle_accuracy"], tradeoff["adapted"]["cycle_accuracy"]),
-        ("effective rank", tradeoff["base"]["effective_rank"], tradeoff["adapted"]["effective_rank"]),
+    propagation = [("J&F (propagation benchmark)", "J&F-Mean"), ("J (region IoU)", "J-Mean"), ("F (boundary F)", "F-Mean")]
+    analysis = [
+        ("D_intra (lower: more consistent)", "d_intra"), ("D_inter (higher: more separable)", "d_inter"),
+        ("D = D_inter - 0.3 D_intra", "tradeoff_margin"), ("cycle accuracy (held-out clips)", "cycle_accuracy"),
+        ("effective rank", "effective_rank"),
     ]
+    rows = [(name, davis["base"][key], davis["untrained"][key], davis["adapted"][key]) for name, key in propagation]
+    rows += [(name, tradeoff["base"][key], None, tradeoff["adapted"][key]) for name, key in analysis]
     gain = davis["adapted"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
     control = davis["untrained"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
     verdict = (
@@ -168,7 +166,7 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         f"The adapter did NOT improve label propagation here ({100 * gain:+.1f} J&F points): see 'What to try' below."
     )
     rel = lambda path: path.relative_to(out).as_posix()  # noqa: E731
-    pictures = [p for pattern in ("*_propagation.png", "*_features_pca.png", "tradeoff.png") for p in sorted((out / "eval").rglob(pattern))]
+    pictures = [p for folder in ("davis_base", "davis_adapted", "tradeoff") for p in sorted((out / "eval" / folder).glob("*.png"))]
     lines = [
         "# Co-Settle demo report",
         "",
@@ -183,9 +181,9 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         if abs(control) < abs(gain) / 2 else
         f"Control: the untrained projection changes J&F by {100 * control:+.1f} points: the gain is not clearly learned.",
         "",
-        "| metric | base backbone | + Co-Settle |",
-        "|---|---|---|",
-        *[f"| {name} | {base:.4f} | {adapted:.4f} |" for name, base, adapted in rows],
+        "| metric | base backbone | + untrained projection (control) | + Co-Settle |",
+        "|---|---|---|---|",
+        *[f"| {name} | {base:.4f} | {'-' if control is None else f'{control:.4f}'} | {adapted:.4f} |" for name, base, control, adapted in rows],
         "",
         "## Data",
         "",
@@ -208,7 +206,7 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         "",
         "## Pictures",
         "",
-        *[f"![{p.stem}]({rel(p)})" for p in pictures],
+        *[f"![{p.parent.name}: {p.stem}]({rel(p)})" for p in pictures],
         "",
         "## The adapter",
         "",
