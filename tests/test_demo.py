@@ -32,3 +32,5 @@ def test_demo_writes_a_report_of_measured_numbers(tmp_path):
         "bigbuckbunny_head", "bikes_shot0", "bikes_shot1", "bikes_shot2", "bikes_shot3", "bikes_shot4"
     ]
     assert CoSettleModel.from_pretrained(out / "adapter").config.base_model_type == "vit"
+    card = (out / "adapter" / "README.md").read_text()
+    assert f"{measured['davis']['adapted']['J&F-Mean']:.4f}" in card and "global_batch_size" in card

@@ -59,7 +59,7 @@ def test_features_from_video(workspace, tmp_path):
     result = run([sys.executable, str(EXAMPLES / "features_from_video.py"), "--adapter", str(workspace / "adapter"),
                   "--video", str(workspace / "clip.mp4"), "--size", "64", "96", "--output", str(output)], tmp_path)
     assert f"{NUM_FRAMES} frames -> features ({NUM_FRAMES}, 4, 6, 32)" in result.stdout
-    features = torch.load(output)
+    features = torch.load(output, weights_only=True)
     assert features.shape == (NUM_FRAMES, 4, 6, 32) and features.dtype == torch.float32
     assert torch.allclose(features.norm(dim=-1), torch.ones(NUM_FRAMES, 4, 6), atol=1e-5)
     # The adapter's projected features, not the backbone's.

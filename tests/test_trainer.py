@@ -176,3 +176,34 @@ def test_gradient_accumulation_matches_the_large_batch(workspace, tmp_path):
     expected, got = load_file(big / "model.safetensors"), load_file(accumulated / "model.safetensors")
     for key in expected:
         assert torch.allclose(got[key], expected[key], atol=1e-5), key
+
+
+def test_a_batch_of_only_bad_samples_teaches_nothing(workspace, tmp_path):
+    data = tmp_path / "mixed"
+    for index in range(20):
+        write_frame_folder(data / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
+    (data / "video_broken").mkdir()
+    (data / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
+    output = run(workspace, tmp_path / "out", "--per-device-train-batch-size", "1", source=("--train-dir", str(data)), steps=21)
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["steps"] == 21 and summary["bad_samples_skipped"] == 1 and summary["samples_seen"] == 21
+    records = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert sum(r["loss"] == 0.0 for r in records) == 1  # the bad batch logs no loss of its own
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+
+
+def test_mixed_precision_bf16_runs(workspace, tmp_path):
+    # A process of its own: Accelerate's state (mixed precision included) is fixed once per process.
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "co_settle_hf.train", "--backbone", str(workspace / "vit"), "--train-dir",
+               str(workspace / "videos"), "--output-dir", str(output), "--max-train-steps", "2", "--mixed-precision", "bf16", *FAST]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((output / "training_summary.json").read_text())["mixed_precision"] == "bf16"
+    records = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+
+
+def test_a_missing_tracker_is_an_error_not_silence(workspace, tmp_path):
+    with pytest.raises(SystemExit, match="--report-to wandb"):
+        run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "wandb")

@@ -130,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         project_dir=str(output_dir),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.ERROR)
+    if args.with_tracking and not accelerator.log_with:  # Accelerate drops a tracker whose package is missing
+        raise SystemExit(f"--report-to {args.report_to}: no such tracker is installed (e.g. pip install tensorboard)")
     set_seed(args.seed)
 
     # Everything that can fail on bad arguments fails here, before any training work.
@@ -210,17 +212,22 @@ def main(argv: Sequence[str] | None = None) -> Path:
         for frames, num_bad in batches:
             epoch_bad += num_bad
             epoch_seen += args.per_device_train_batch_size
+            weight = 1.0
             if frames is None:
-                frames = torch.zeros(0)  # every sample bad: this process contributes no loss this step
+                # Every sample of this batch was unreadable (each is counted). Still take part in the
+                # step, with zero weight, so processes stay in lockstep and steps stay aligned to batches.
+                frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
+                weight = 0.0
             with accelerator.accumulate(model):
-                out = training_forward(model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + step)) if len(frames) else None
-                values = torch.stack([getattr(out, name).detach().float() for name in METRICS]) if out else torch.zeros(len(METRICS), device=accelerator.device)
-                mean_values = accelerator.reduce(values, "mean")
+                out = training_forward(model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
+                values = torch.stack([getattr(out, name).detach().float() for name in METRICS])
+                values = torch.cat([values if weight else torch.zeros_like(values), values.new_tensor([weight])])
+                totals = accelerator.reduce(values, "sum")
+                mean_values = totals[:-1] / totals[-1].clamp(min=1.0)  # over the processes that had data
                 if not torch.isfinite(mean_values).all():
                     where = f"; the last good checkpoint ({last_good_checkpoint}) is kept" if last_good_checkpoint else ""
                     raise FloatingPointError(f"Loss became {float(mean_values[0])} at step {step}: training stopped, nothing saved{where}.")
-                loss = out.loss if out else sum(p.sum() * 0.0 for p in model.parameters())
-                accelerator.backward(loss)
+                accelerator.backward(out.loss * weight)
                 optimizer.step()
                 optimizer.zero_grad()
             samples_done += len(frames) * accelerator.num_processes
