@@ -131,7 +131,14 @@ def test_bad_arguments_fail_before_any_work(workspace, tmp_path):
         run(workspace, tmp_path / "b", source=("--train-dir", str(tmp_path / "empty")))
     with pytest.raises(SystemExit, match="--backbone .*no-such-backbone"):
         train(["--backbone", str(tmp_path / "no-such-backbone"), "--train-dir", str(workspace / "videos"), "--output-dir", str(tmp_path / "c"), *FAST])
-    assert not any((tmp_path / name).exists() for name in "abc")
+    with pytest.raises(SystemExit, match="--dataset-name .*no-such-dataset"):
+        run(workspace, tmp_path / "d", source=("--dataset-name", str(tmp_path / "no-such-dataset")))
+    with pytest.raises(SystemExit, match="--dataset-name .*column 'clip' not in dataset"):
+        import datasets
+
+        datasets.Dataset.from_dict({"video": ["x.mp4"]}).save_to_disk(tmp_path / "ds")
+        run(workspace, tmp_path / "e", source=("--dataset-name", str(tmp_path / "ds"), "--video-column", "clip"))
+    assert not any((tmp_path / name).exists() for name in "abcde")
 
 
 def test_nan_loss_stops_and_saves_nothing(workspace, tmp_path):

@@ -82,7 +82,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 def build_dataset(args: Any, mean: Sequence[float], std: Sequence[float]) -> FramePairDataset | IterableFramePairDataset:
     """Clips from the chosen source turned into augmented frame pairs; fails early, naming the argument."""
     if args.dataset_name:
-        clips = dataset_clips(args.dataset_name, args.dataset_config, args.split, args.video_column, args.streaming)
+        try:
+            clips = dataset_clips(args.dataset_name, args.dataset_config, args.split, args.video_column, args.streaming)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--dataset-name {args.dataset_name}: {error}") from None
     else:
         source = args.train_dir or args.train_list
         flag = "--train-dir" if args.train_dir else "--train-list"
