@@ -40,6 +40,7 @@ class CoSettleConfig(PreTrainedConfig):
         kl_direction: `code` = KL(softmax Z || softmax P) as released; `paper` = KL(P || Z).
         separability_weight: lambda in L = L_cyc + lambda * L_reg.
         frame_gap: delta, the gap between the two frames as a fraction of the clip.
+        initializer_range: std of the truncated-normal initialisation of the projection's weights.
     """
 
     model_type = "co_settle"
@@ -65,6 +66,7 @@ class CoSettleConfig(PreTrainedConfig):
         kl_direction: str = "code",
         separability_weight: float = 3.0,
         frame_gap: float = 0.15,
+        initializer_range: float = 0.02,
         **kwargs: Any,
     ) -> None:
         _check_choice("projection", projection, PROJECTIONS)
@@ -96,6 +98,7 @@ class CoSettleConfig(PreTrainedConfig):
         self.kl_direction = kl_direction
         self.separability_weight = separability_weight
         self.frame_gap = frame_gap
+        self.initializer_range = initializer_range
         super().__init__(**kwargs)
 
 

@@ -7,6 +7,7 @@ named in the config (at its pinned commit), or the one the user passes, checked 
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from transformers.utils import ModelOutput, cached_file
 from .backbones.encoder import BackboneEncoder, PositionCrop
 from .configuration_co_settle import CoSettleConfig
 
+logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
+AUTO_MODEL_KWARGS = {"adapter_kwargs", "trust_remote_code"}  # passed by AutoModel, meaningless here
 CONFIG_NAME = "config.json"
 
 
@@ -85,8 +88,13 @@ class CoSettleModel(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.LayerNorm)):
-            module.reset_parameters()
+        # As the released models initialise their adapter: truncated normal (std 0.02), zero bias.
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
     # ------------------------------------------------------------------ backbone
     @property
@@ -200,6 +208,7 @@ class CoSettleModel(PreTrainedModel):
         cache_dir: str | None = None,
         token: str | None = None,
         local_files_only: bool = False,
+        force_download: bool = False,
         **kwargs: Any,
     ) -> "CoSettleModel":
         """Load an adapter (folder or Hub id) and attach its backbone.
@@ -207,8 +216,11 @@ class CoSettleModel(PreTrainedModel):
         Without `backbone`, the base model named in the adapter's config is loaded at its pinned
         commit. With one (a model, a `BackboneEncoder`, an id or a path) it is checked to fit.
         """
+        ignored = sorted(set(kwargs) - AUTO_MODEL_KWARGS)
+        if model_args or ignored:
+            logger.warning("CoSettleModel.from_pretrained ignores %s", [*map(repr, model_args), *ignored])
         source = str(pretrained_model_name_or_path)
-        hub = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        hub = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only, force_download=force_download)
         if config is None or not isinstance(config, CoSettleConfig):
             config = CoSettleConfig.from_dict(_read_json(_adapter_file(source, CONFIG_NAME, hub)))
         weights = _adapter_file(source, WEIGHTS_NAME, hub)

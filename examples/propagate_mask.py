@@ -17,6 +17,7 @@ from co_settle_hf.evaluation.plots import write_overlay_video
 from co_settle_hf.evaluation.propagation import (
     labels_to_onehot,
     propagate_labels,
+    resize_ids,
     upsample_and_argmax,
 )
 
@@ -45,10 +46,10 @@ else:  # a colour mask: one id per colour, black is the background
     ids = torch.from_numpy(rank[inverse.reshape(-1)].reshape(mask.height, mask.width)).long()
     if palette[order[0]].sum() != 0:
         ids += 1  # no black pixel: every colour is an object
-ids = torch.nn.functional.interpolate(ids[None, None].float(), size=size, mode="nearest")[0, 0].long()
+ids = resize_ids(ids, size)
 first = labels_to_onehot(ids, int(ids.max()) + 1, size=tuple(features.shape[1:3]))
 soft = propagate_labels(features, first.to(features.device), progress=True)
 masks = upsample_and_argmax(soft.cpu(), size)
-masks = torch.nn.functional.interpolate(masks[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest")[:, 0].long()
+masks = resize_ids(masks, tuple(frames.shape[1:3]))
 write_overlay_video(frames, masks, args.output, fps=int(round(clip.fps)) or 10)
 print(f"wrote {args.output}: {len(frames)} frames, {int(ids.max())} object(s)")

@@ -30,7 +30,6 @@ from co_settle_hf.data import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     BadDataError,
-    BadSampleTracker,
     Clip,
     ClipReadError,
     DatasetClips,
@@ -462,24 +461,6 @@ def test_check_bad_fraction() -> None:
         check_bad_fraction(0, 0)
     with pytest.raises(ValueError, match="num_bad"):
         check_bad_fraction(5, 4)
-
-
-def test_bad_sample_tracker() -> None:
-    tracker = BadSampleTracker(limit=0.05)
-    tracker.update(1, 10)
-    tracker.update(0, 10)
-    tracker.end_epoch()  # exactly 5 % is allowed
-    tracker.update(1, 10)
-    tracker.update(1, 10)
-    with pytest.raises(BadDataError, match="2 of 20"):
-        tracker.end_epoch()
-    tracker.update(0, 20)
-    tracker.end_epoch()  # counts were reset
-    early = BadSampleTracker(limit=0.05, epoch_size=100)
-    for _ in range(5):
-        early.update(1, 8)
-    with pytest.raises(BadDataError, match="6 of 100"):
-        early.update(1, 8)  # cannot end the epoch below 5 % any more
 
 
 def test_iterable_dataset_splits_stream_across_workers(media: Path) -> None:

@@ -36,7 +36,8 @@ def workspace(tmp_path_factory):
 
 def run(workspace: Path, output: Path, *extra: str, source=("--train-dir",), steps: int = 4) -> Path:
     data = list(source) if len(source) > 1 else [source[0], str(workspace / "videos")]
-    return train(["--backbone", str(workspace / "vit"), *data, "--output-dir", str(output), "--max-train-steps", str(steps), *FAST, *extra])
+    limit = ["--max-train-steps", str(steps)] if steps else []
+    return train(["--backbone", str(workspace / "vit"), *data, "--output-dir", str(output), *limit, *FAST, *extra])
 
 
 def test_two_processes_with_accelerate_launch(workspace, tmp_path):
@@ -214,3 +215,53 @@ def test_mixed_precision_bf16_runs(workspace, tmp_path):
 def test_a_missing_tracker_is_an_error_not_silence(workspace, tmp_path):
     with pytest.raises(SystemExit, match="--report-to wandb"):
         run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "wandb")
+
+
+def test_accumulation_with_a_short_last_group_counts_epochs_right(workspace, tmp_path):
+    # 6 clips, batch 2: 3 batches an epoch; with 2-step accumulation that is 2 optimizer steps.
+    output = run(workspace, tmp_path / "out", "--gradient-accumulation-steps", "2", "--num-train-epochs", "2",
+                 source=("--train-dir", str(workspace / "videos")), steps=0)
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["epochs"] == 2 and summary["samples_seen"] == 12
+
+
+def test_warm_up_keeps_the_recipe_share_of_a_short_run(workspace, tmp_path):
+    output = run(workspace, tmp_path / "out", steps=5)  # default: 1 warm-up epoch of 5 -> 1 step of 5
+    assert json.loads((output / "training_summary.json").read_text())["warmup_steps"] == 1
+
+
+def test_checkpoints_logs_and_resume_settings(workspace, tmp_path):
+    out = tmp_path / "out"
+    run(workspace, out, "--checkpointing-steps", "2", steps=4)
+    assert json.loads((out / "checkpoints" / "step_2" / "co_settle_run.json").read_text())["step"] == 2
+    (out / "checkpoints" / "step_9.partial").mkdir()  # an interrupted save is never resumed from
+    run(workspace, out, "--checkpointing-steps", "2", "--resume-from-checkpoint", "latest", steps=5)
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]  # the log is this run's history, without duplicates
+    run(workspace, out, steps=2)  # a fresh run into the same folder starts a fresh log
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+    with pytest.raises(SystemExit, match="differ from the checkpoint's"):
+        run(workspace, out, "--per-device-train-batch-size", "1", "--resume-from-checkpoint", "latest", steps=6)
+    with pytest.raises(SystemExit, match="--resume-from-checkpoint: .* is not a co-settle checkpoint"):
+        run(workspace, out, "--resume-from-checkpoint", str(tmp_path), steps=6)
+
+
+@pytest.mark.parametrize("bad", [["--num-train-epochs", "0"], ["--checkpointing-steps", "0"], ["--frame-gap", "1.5"],
+                                 ["--pool-size", "0"], ["--temperature", "0"], ["--max-train-steps", "-3"]])
+def test_bad_numbers_are_refused_at_parse_time(bad, workspace, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train(["--backbone", str(workspace / "vit"), "--train-dir", str(workspace / "videos"), "--output-dir", str(tmp_path / "o"), *FAST, *bad])
+    assert bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_rare_bad_clip_never_throws_away_a_finished_run(workspace, tmp_path):
+    data = tmp_path / "mixed"
+    for index in range(40):
+        write_frame_folder(data / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
+    (data / "video_broken").mkdir()
+    (data / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
+    # 2.4 % bad overall; the last, partial epoch alone may hold 1 bad sample in 10.
+    output = run(workspace, tmp_path / "out", "--per-device-train-batch-size", "2", "--seed", "4",
+                 source=("--train-dir", str(data)), steps=25)
+    assert (output / "model.safetensors").is_file()

@@ -66,8 +66,11 @@ def _read_processor_stats(name_or_path: str, revision: str | None) -> tuple[list
         return None
     if path is None:
         return None
-    with open(path) as handle:
-        stats = json.load(handle)
+    try:
+        with open(path) as handle:
+            stats = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
     if "image_mean" not in stats or "image_std" not in stats:
         return None
     return list(map(float, stats["image_mean"])), list(map(float, stats["image_std"]))
@@ -226,7 +229,10 @@ class BackboneEncoder:
 
         plain = self.position_grid(grid)
         n, k = grid[0] * grid[1], len(pea.offsets)
-        delta = (interpolate_and_crop(plain, pea.alpha, pea.offsets) - plain).reshape(k, n, -1)
+        # One window per distinct offset (one for the released per-batch crop), broadcast to its images.
+        distinct, which = torch.unique(pea.offsets, dim=0, return_inverse=True)
+        delta = (interpolate_and_crop(plain, pea.alpha, distinct) - plain).reshape(len(distinct), n, -1)
+        delta = delta[0] if len(distinct) == 1 else delta[which]
 
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
             embeddings = output[0] if isinstance(output, tuple) else output
@@ -247,9 +253,11 @@ class BackboneEncoder:
             pixels = args[0]
             stand_in = pixels.new_empty(1, 1, 1, 1).expand(1, 3, big_h * self.patch_size, big_w * self.patch_size)
             big = module.forward(stand_in)  # .forward: do not re-enter this hook
+            distinct, which = torch.unique(pea.offsets, dim=0, return_inverse=True)
             tables = []
             for plain, large in zip(output, big):
-                cropped = crop_windows(large.reshape(big_h, big_w, -1), pea.offsets, grid).reshape(k, n, -1)
+                cropped = crop_windows(large.reshape(big_h, big_w, -1), distinct, grid).reshape(len(distinct), n, -1)
+                cropped = cropped.expand(k, n, -1) if len(distinct) == 1 else cropped[which]
                 full = torch.cat([plain.expand(batch - k, n, -1), cropped.to(plain.dtype)])
                 tables.append(full[:, None])  # (B, 1, N, head_dim) broadcasts over heads
             return tables[0], tables[1]

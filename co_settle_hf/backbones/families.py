@@ -103,8 +103,8 @@ FAMILIES: tuple[BackboneFamily, ...] = (
         "I-JEPA", ("ijepa",), "learned", "embeddings.position_embeddings", pos_prefix=0,
         prefix_tokens=_none,
     ),
-    BackboneFamily(
-        "BEiT / Data2Vec-Vision", ("beit", "data2vec-vision"), "relative",
+    BackboneFamily(  # absolute embeddings only with use_absolute_position_embeddings=True
+        "BEiT / Data2Vec-Vision", ("beit", "data2vec-vision"), "relative", "embeddings.position_embeddings",
         final_norm="pooler.layernorm",
     ),
 )

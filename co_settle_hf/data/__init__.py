@@ -1,6 +1,6 @@
 """Video data for Co-Settle training: clips, frame-pair sampling, pair augmentation, datasets."""
 
-from .bad_data import BadDataError, BadSampleTracker, check_bad_fraction
+from .bad_data import BadDataError, check_bad_fraction
 from .base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Clip, ClipReadError
 from .discovery import clip_from_path, discover_clips
 from .frames import FrameFolderClip
@@ -26,7 +26,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "BadDataError",
-    "BadSampleTracker",
     "Clip",
     "ClipReadError",
     "DatasetClips",

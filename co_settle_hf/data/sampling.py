@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
+def uniform_int(low: int, high: int, generator: torch.Generator | None) -> int:
     """Uniform integer in [low, high)."""
     return int(torch.randint(low, high, (1,), generator=generator))
 
@@ -32,8 +32,8 @@ def sample_pair_indices(
         raise ValueError(f"delta must be in [0, 1), got {delta}")
     gap = int(delta * num_frames)
     if gap < 1:
-        frame = _randint(0, num_frames, generator)
+        frame = uniform_int(0, num_frames, generator)
         return frame, frame
     low = 1 if skip_first and num_frames - gap > 1 else 0
-    t1 = _randint(low, num_frames - gap, generator)
+    t1 = uniform_int(low, num_frames - gap, generator)
     return t1, t1 + gap

@@ -8,17 +8,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .sampling import uniform_int
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
-    """Uniform integer in [low, high)."""
-    return int(torch.randint(low, high, (1,), generator=generator))
 
 
 def random_resized_crop_params(
@@ -42,8 +39,8 @@ def random_resized_crop_params(
         crop_w = round(math.sqrt(target_area * aspect))
         crop_h = round(math.sqrt(target_area / aspect))
         if 0 < crop_w <= width and 0 < crop_h <= height:
-            top = _randint(0, height - crop_h + 1, generator)
-            left = _randint(0, width - crop_w + 1, generator)
+            top = uniform_int(0, height - crop_h + 1, generator)
+            left = uniform_int(0, width - crop_w + 1, generator)
             return top, left, crop_h, crop_w
     image_ratio = width / height
     if image_ratio < min(ratio):

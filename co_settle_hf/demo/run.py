@@ -193,7 +193,7 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         "",
         f"Control: the same projection untrained changes J&F by {100 * control:+.1f} points "
         f"(J&F {davis['untrained']['J&F-Mean']:.4f}), so the gain is learned, not an artefact of adding a layer."
-        if abs(control) < abs(gain) / 2 else
+        if gain > 0 and abs(control) < gain / 2 else
         f"Control: the untrained projection changes J&F by {100 * control:+.1f} points: the gain is not clearly learned.",
         "",
         "| metric | base backbone | + untrained projection (control) | + Co-Settle |",

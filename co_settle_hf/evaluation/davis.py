@@ -35,12 +35,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .features import DenseEncoder, extract_video_features, fit_to_patches
 from .metrics import db_statistics, f_measure, jaccard
-from .propagation import labels_to_onehot, propagate_labels, upsample_and_argmax
+from .propagation import labels_to_onehot, propagate_labels, resize_ids, upsample_and_argmax
 from .results import write_csv, write_summary
 
 VOID_LABEL = 255
@@ -165,15 +164,6 @@ def write_annotation(path: Path, ids: np.ndarray, palette: list[int]) -> None:
     image.save(path, format="PNG")
 
 
-def _resize_ids(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of id maps (..., H, W) -> (..., *size)."""
-    if tuple(ids.shape[-2:]) == tuple(size):
-        return ids
-    lead = ids.shape[:-2]
-    flat = ids.reshape(-1, 1, *ids.shape[-2:]).float()
-    return F.interpolate(flat, size=tuple(size), mode="nearest").long().reshape(*lead, *size)
-
-
 def predict_sequence(
     encoder: DenseEncoder,
     frames: torch.Tensor,
@@ -194,11 +184,11 @@ def predict_sequence(
     height, width = frames.shape[1:3]
     feats = extract_video_features(encoder, frames, size=size)
     grid = tuple(feats.shape[1:3])
-    first = _resize_ids(torch.from_numpy(first_ids.astype(np.int64)), size)
+    first = resize_ids(torch.from_numpy(first_ids.astype(np.int64)), size)
     first_labels = labels_to_onehot(first, num_objects + 1, grid).to(feats.device)
     soft = propagate_labels(feats, first_labels, n_context=n_context, radius=radius, topk=topk,
                             temperature=temperature)
-    pred = _resize_ids(upsample_and_argmax(soft, size), (height, width)).cpu().numpy().astype(np.uint8)
+    pred = resize_ids(upsample_and_argmax(soft, size), (height, width)).cpu().numpy().astype(np.uint8)
     pred[0] = np.where(first_ids <= num_objects, first_ids, 0)
     return pred
 

@@ -153,3 +153,12 @@ def upsample_and_argmax(soft: torch.Tensor, size: tuple[int, int], chunk: int = 
         for i in range(0, soft.shape[0], chunk)
     ]
     return torch.cat(out) if out else torch.zeros(0, *size, dtype=torch.long, device=soft.device)
+
+
+def resize_ids(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of integer label maps (..., H, W) -> (..., *size); no copy if it fits."""
+    if tuple(ids.shape[-2:]) == tuple(size):
+        return ids
+    lead = ids.shape[:-2]
+    flat = ids.reshape(-1, 1, *ids.shape[-2:]).float()
+    return F.interpolate(flat, size=tuple(size), mode="nearest").long().reshape(*lead, *size)

@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from co_settle_hf.data.frames import list_images
@@ -50,7 +49,7 @@ from co_settle_hf.data.frames import list_images
 from .davis import read_annotation, read_frames
 from .features import DenseEncoder, extract_video_features, fit_to_patches
 from .jhmdb import read_list_file, resolve_in_root
-from .propagation import labels_to_onehot, propagate_labels, upsample_and_argmax
+from .propagation import labels_to_onehot, propagate_labels, resize_ids, upsample_and_argmax
 from .results import write_csv, write_summary
 
 NUM_CLASSES = 20
@@ -164,13 +163,6 @@ def _pixel_accuracy(conf: np.ndarray) -> float:
     return float(np.trace(conf) / total) if total else math.nan
 
 
-def _nearest(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of id maps (N, H, W) -> (N, *size)."""
-    if tuple(ids.shape[-2:]) == tuple(size):
-        return ids
-    return F.interpolate(ids[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
-
-
 def propagate_parsing(
     encoder: DenseEncoder,
     frames: torch.Tensor,
@@ -193,7 +185,7 @@ def propagate_parsing(
     compact = torch.where(first >= 0, lookup[first.clamp(min=0)], -1)
     feats = extract_video_features(encoder, frames, size=size)
     grid = tuple(feats.shape[1:3])
-    onehot = labels_to_onehot(_nearest(compact[None], size)[0], classes.numel(), grid).to(feats.device)
+    onehot = labels_to_onehot(resize_ids(compact, size), classes.numel(), grid).to(feats.device)
     soft = propagate_labels(feats, onehot, n_context=n_context, radius=radius, topk=topk, temperature=temperature)
     return soft, classes
 
@@ -246,7 +238,7 @@ def evaluate_vip(
         first_scored = 0 if include_first_frame else 1
         for i in range(0, soft.shape[0], _CHUNK):
             compact = upsample_and_argmax(soft[i : i + _CHUNK], size).cpu()
-            pred = _nearest(classes[compact], frame_size)
+            pred = resize_ids(classes[compact], frame_size)
             for offset, ids in enumerate(pred):
                 t = i + offset
                 if t >= first_scored:

@@ -1,4 +1,8 @@
-"""The model card written next to every saved adapter, filled from `model_cards/co_settle_adapter.md`."""
+"""The model card written next to every saved adapter.
+
+The template is `model_cards/co_settle_adapter.md`; the package reaches it through the link
+`co_settle_hf/hub/card_template.md`, so installed copies carry the same file.
+"""
 
 from __future__ import annotations
 

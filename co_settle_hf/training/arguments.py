@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--weight-decay", type=float, default=0.05)
     optim.add_argument("--num-train-epochs", type=int, default=5)
     optim.add_argument("--max-train-steps", type=int, default=None, help="Overrides --num-train-epochs.")
-    optim.add_argument("--warmup-epochs", type=float, default=1.0)
+    optim.add_argument("--warmup-epochs", type=float, default=1.0,
+                       help="Linear warm-up; with --max-train-steps, the same share of the run (warm-up / epochs).")
     optim.add_argument("--num-warmup-steps", type=int, default=None, help="Overrides --warmup-epochs.")
     optim.add_argument("--gradient-accumulation-steps", type=int, default=1)
     optim.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
@@ -88,7 +89,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--push-to-hub needs --hub-model-id")
     if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
         parser.error(f"--checkpointing-steps must be a number or 'epoch', got {args.checkpointing_steps!r}")
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats"):
-        if getattr(args, name) < 1:
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats",
+                 "num_train_epochs", "max_train_steps", "pool_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.checkpointing_steps not in (None, "epoch") and int(args.checkpointing_steps) < 1:
+        parser.error("--checkpointing-steps must be at least 1 (or 'epoch')")
+    if not 0.0 <= args.frame_gap < 1.0:
+        parser.error(f"--frame-gap must be in [0, 1) (a fraction of the clip), got {args.frame_gap}")
+    for name in ("temperature", "base_learning_rate"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    for name in ("pea_alpha", "separability_weight", "weight_decay", "warmup_epochs"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
+        parser.error(f"--num-warmup-steps must be >= 0, got {args.num_warmup_steps}")
     return args

@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import shutil
 import time
+from collections.abc import Sequence as SequenceABC
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -41,6 +44,7 @@ from ..objective.forward import training_forward
 from .arguments import parse_args
 
 logger = logging.getLogger(__name__)
+MIN_SAMPLES_FOR_BAD_CHECK = 200
 METRICS = ("loss", "cycle_loss", "separability_loss", "cycle_accuracy", "cycle_identity_similarity")
 
 
@@ -54,10 +58,24 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.size, generator=sample_generator(self.seed, self.epoch)).tolist())
+        # A key no sample index reaches, so the order's stream is not sample 0's augmentation stream.
+        return iter(torch.randperm(self.size, generator=sample_generator(self.seed, self.epoch, 1 << 40)).tolist())
 
     def __len__(self) -> int:
         return self.size
+
+
+class RepeatedClips(SequenceABC):
+    """`clips` seen `repeats` times an epoch, without building any clip twice (a lazy view)."""
+
+    def __init__(self, clips: Sequence, repeats: int) -> None:
+        self.clips, self.repeats = clips, repeats
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.repeats
+
+    def __getitem__(self, index: int):
+        return self.clips[index % len(self.clips)]
 
 
 def lr_lambda(warmup_steps: int, total_steps: int):
@@ -99,7 +117,7 @@ def build_dataset(args: Any, mean: Sequence[float], std: Sequence[float]) -> Fra
     if len(clips) == 0:
         raise SystemExit(f"--dataset-name {args.dataset_name}: split {args.split!r} holds no videos")
     if args.clip_repeats > 1:
-        clips = list(clips) * args.clip_repeats
+        clips = RepeatedClips(clips, args.clip_repeats)
     return FramePairDataset(clips, transform, delta=args.frame_gap, seed=args.seed)
 
 
@@ -110,16 +128,48 @@ def load_backbone(args: Any) -> BackboneEncoder:
         raise SystemExit(f"--backbone {args.backbone}: {error}") from None
 
 
-def find_checkpoint(output_dir: Path, resume: str) -> Path:
-    if resume != "latest":
-        path = Path(resume)
-        if not path.is_dir():
-            raise SystemExit(f"--resume-from-checkpoint: {path} is not a checkpoint folder")
-        return path
-    found = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not found:
-        raise SystemExit(f"--resume-from-checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}")
-    return found[-1]
+CHECKPOINT = re.compile(r"^step_(\d+)$")
+RUN_STATE = "co_settle_run.json"
+
+
+def run_settings(args: Any, accelerator: Accelerator) -> dict[str, Any]:
+    """What must match for a resumed run to replay the same data in the same order."""
+    return {"processes": accelerator.num_processes, "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
+            "clip_repeats": args.clip_repeats}
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> tuple[Path, int]:
+    """The checkpoint folder to resume from and its optimizer step."""
+    if resume == "latest":
+        found = [(int(m.group(1)), p) for p in (output_dir / "checkpoints").glob("step_*") if (m := CHECKPOINT.match(p.name))]
+        if not found:
+            raise SystemExit(f"--resume-from-checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}")
+        step, path = max(found)
+        return path, step
+    path = Path(resume)
+    if not (path / RUN_STATE).is_file():
+        raise SystemExit(f"--resume-from-checkpoint: {path} is not a co-settle checkpoint folder (no {RUN_STATE})")
+    return path, json.loads((path / RUN_STATE).read_text())["step"]
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, settings: dict[str, Any]) -> Path:
+    """Accelerate state (projection, optimizer, scheduler, RNG) under checkpoints/step_N.
+
+    Written to a temporary folder first and renamed when complete, so an interrupted save never
+    looks like a checkpoint to `--resume-from-checkpoint latest`.
+    """
+    final = output_dir / "checkpoints" / f"step_{step}"
+    partial = final.with_name(final.name + ".partial")
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / RUN_STATE).write_text(json.dumps({"step": step, **settings}, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    accelerator.wait_for_everyone()
+    return final
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -133,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         project_dir=str(output_dir),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.ERROR)
+    if args.streaming and accelerator.num_processes > 1:
+        raise SystemExit("--streaming runs on one process for now: use a map-style dataset (or a local copy) with several")
     if args.with_tracking and not accelerator.log_with:  # Accelerate drops a tracker whose package is missing
         raise SystemExit(f"--report-to {args.report_to}: no such tracker is installed (e.g. pip install tensorboard)")
     set_seed(args.seed)
@@ -176,10 +228,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 f"{len(dataset)} clips cannot fill one batch of {args.per_device_train_batch_size} on each of "
                 f"{accelerator.num_processes} processes: lower --per-device-train-batch-size"
             )
-        steps_per_epoch = max(1, batches // args.gradient_accumulation_steps)
+        # Accelerate also steps at the end of the loader, so a last, shorter group is one more step.
+        steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
         max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_steps / steps_per_epoch)
-    warmup = args.num_warmup_steps if args.num_warmup_steps is not None else int(args.warmup_epochs * steps_per_epoch)
+    if args.num_warmup_steps is not None:
+        warmup = args.num_warmup_steps
+    elif args.max_train_steps:  # keep the recipe's share of warm-up (1 of 5 epochs) over the steps asked for
+        warmup = round(max_steps * args.warmup_epochs / args.num_train_epochs)
+    else:
+        warmup = int(args.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(max(warmup, 1), max_steps), max_steps))
 
     # The scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step
@@ -191,15 +249,23 @@ def main(argv: Sequence[str] | None = None) -> Path:
         accelerator.init_trackers("co_settle", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
     step = 0
+    settings = run_settings(args, accelerator)
     if args.resume_from_checkpoint:
-        checkpoint = find_checkpoint(output_dir, args.resume_from_checkpoint)
-        accelerator.print(f"Resuming from {checkpoint}")
+        checkpoint, step = find_checkpoint(output_dir, args.resume_from_checkpoint)
+        saved = json.loads((checkpoint / RUN_STATE).read_text()) if (checkpoint / RUN_STATE).is_file() else {}
+        changed = {k: (saved[k], v) for k, v in settings.items() if k in saved and saved[k] != v}
+        if changed:
+            raise SystemExit(f"--resume-from-checkpoint {checkpoint}: these settings differ from the checkpoint's "
+                             f"(saved, now): {changed}; a resumed run must replay the same batches")
+        accelerator.print(f"Resuming from {checkpoint} (step {step})")
         accelerator.load_state(str(checkpoint))
-        step = int(checkpoint.name.split("_")[1])
 
     log_path = output_dir / "train_log.jsonl"
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+        # The log holds this run only: steps up to the checkpoint resumed from, then the new ones.
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step] if step and log_path.exists() else []
+        log_path.write_text("".join(line + "\n" for line in kept))
     progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="co-settle", unit="step")
     bad_total = seen_total = 0
     started, samples_done = time.perf_counter(), 0
@@ -211,10 +277,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         loader.set_epoch(epoch)
         skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
         batches = accelerator.skip_first_batches(loader, skip) if skip and not args.streaming else loader
-        epoch_bad = epoch_seen = 0
+        epoch_bad = epoch_seen = batch_count = 0
+        window = torch.zeros(len(METRICS) + 1, device=accelerator.device)  # metric sums of one optimizer step
         for frames, num_bad in batches:
-            epoch_bad += num_bad
-            epoch_seen += args.per_device_train_batch_size
+            batch_count += 1
             weight = 1.0
             if frames is None:
                 # Every sample of this batch was unreadable (each is counted). Still take part in the
@@ -224,18 +290,25 @@ def main(argv: Sequence[str] | None = None) -> Path:
             with accelerator.accumulate(model):
                 out = training_forward(model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
                 values = torch.stack([getattr(out, name).detach().float() for name in METRICS])
-                values = torch.cat([values if weight else torch.zeros_like(values), values.new_tensor([weight])])
-                totals = accelerator.reduce(values, "sum")
-                mean_values = totals[:-1] / totals[-1].clamp(min=1.0)  # over the processes that had data
-                if not torch.isfinite(mean_values).all():
+                local = torch.cat([values * weight if weight else torch.zeros_like(values),
+                                   values.new_tensor([weight, num_bad, args.per_device_train_batch_size])])
+                totals = accelerator.reduce(local, "sum")  # one collective for metrics and bad-data counts
+                if not torch.isfinite(totals).all():
                     where = f"; the last good checkpoint ({last_good_checkpoint}) is kept" if last_good_checkpoint else ""
-                    raise FloatingPointError(f"Loss became {float(mean_values[0])} at step {step}: training stopped, nothing saved{where}.")
+                    loss = float(totals[0] / totals[len(METRICS)].clamp(min=1.0))
+                    raise FloatingPointError(f"Loss became {loss} at step {step}: training stopped, nothing saved{where}.")
                 accelerator.backward(out.loss * weight)
                 optimizer.step()
                 optimizer.zero_grad()
+            window += totals[: len(METRICS) + 1]
+            epoch_bad, epoch_seen = epoch_bad + int(totals[-2]), epoch_seen + int(totals[-1])
+            if epoch_seen >= MIN_SAMPLES_FOR_BAD_CHECK:  # stop early on a broken source, not on noise
+                check_bad_fraction(epoch_bad, epoch_seen)
             samples_done += len(frames) * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
+            mean_values = window[:-1] / window[-1].clamp(min=1.0)  # over the micro-batches that had data
+            window.zero_()
             scheduler.step()
             step += 1
             progress.update(1)
@@ -249,15 +322,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
                     with log_path.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
             if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
-                last_good_checkpoint = save_checkpoint(accelerator, output_dir, step)
+                last_good_checkpoint = save_checkpoint(accelerator, output_dir, step, settings)
             if step >= max_steps:
                 break
-        counts = accelerator.reduce(torch.tensor([epoch_bad, epoch_seen], device=accelerator.device), "sum")
-        bad_total, seen_total = bad_total + int(counts[0]), seen_total + int(counts[1])
-        if int(counts[1]):
-            check_bad_fraction(int(counts[0]), int(counts[1]))
+        bad_total, seen_total = bad_total + epoch_bad, seen_total + epoch_seen
+        if not skip and not args.streaming and batch_count == len(loader):  # a complete epoch, whatever its size
+            check_bad_fraction(epoch_bad, epoch_seen)
         if args.checkpointing_steps == "epoch":
-            last_good_checkpoint = save_checkpoint(accelerator, output_dir, step)
+            last_good_checkpoint = save_checkpoint(accelerator, output_dir, step, settings)
         if step >= max_steps:
             break
     progress.close()
@@ -285,12 +357,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
     accelerator.end_training()
     return output_dir
 
-
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int) -> Path:
-    """Accelerate state (projection, optimizer, scheduler, RNG) under checkpoints/step_N."""
-    path = output_dir / "checkpoints" / f"step_{step}"
-    accelerator.save_state(str(path))
-    return path
 
 
 def cli_main(argv: list[str]) -> None:
