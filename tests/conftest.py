@@ -38,6 +38,12 @@ def _free_port() -> int:
 if "huggingface_hub" in sys.modules:
     raise RuntimeError("huggingface_hub was imported before tests/conftest.py: its endpoint cannot be redirected")
 
+# MKL picks kernels by memory alignment, so two identical models can differ in the last bits of
+# a matmul; its conditional-numerical-reproducibility mode makes "bit-identical" checks meaningful.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+if "torch" in sys.modules:
+    raise RuntimeError("torch was imported before tests/conftest.py: MKL_CBWR cannot take effect")
+
 HUB_PORT = _free_port()
 HUB_TOKEN = f"hf_test_{secrets.token_hex(12)}"
 HF_HOME = tempfile.mkdtemp(prefix="co-settle-hf-home-")
