@@ -34,6 +34,15 @@ def workspace(tmp_path_factory):
     return root
 
 
+def good_clips_and_one_broken(root: Path, good: int) -> Path:
+    """`good` readable frame folders and one, `video_broken`, whose only frame is not an image."""
+    for index in range(good):
+        write_frame_folder(root / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
+    (root / "video_broken").mkdir()
+    (root / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
 def run(workspace: Path, output: Path, *extra: str, source=("--train-dir",), steps: int = 4) -> Path:
     data = list(source) if len(source) > 1 else [source[0], str(workspace / "videos")]
     limit = ["--max-train-steps", str(steps)] if steps else []
@@ -102,11 +111,7 @@ def test_every_source_feeds_the_trainer(source, workspace, tmp_path):
 
 
 def test_a_few_bad_videos_are_skipped_and_counted(workspace, tmp_path, caplog):
-    data = tmp_path / "mixed"
-    for index in range(20):
-        write_frame_folder(data / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
-    (data / "video_broken").mkdir()
-    (data / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
+    data = good_clips_and_one_broken(tmp_path / "mixed", 20)
     with caplog.at_level(logging.WARNING):
         output = run(workspace, tmp_path / "out", "--per-device-train-batch-size", "3", source=("--train-dir", str(data)), steps=7)
     summary = json.loads((output / "training_summary.json").read_text())
@@ -187,11 +192,7 @@ def test_gradient_accumulation_matches_the_large_batch(workspace, tmp_path):
 
 
 def test_a_batch_of_only_bad_samples_teaches_nothing(workspace, tmp_path):
-    data = tmp_path / "mixed"
-    for index in range(20):
-        write_frame_folder(data / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
-    (data / "video_broken").mkdir()
-    (data / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
+    data = good_clips_and_one_broken(tmp_path / "mixed", 20)
     output = run(workspace, tmp_path / "out", "--per-device-train-batch-size", "1", source=("--train-dir", str(data)), steps=21)
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["steps"] == 21 and summary["bad_samples_skipped"] == 1 and summary["samples_seen"] == 21
@@ -256,11 +257,7 @@ def test_bad_numbers_are_refused_at_parse_time(bad, workspace, tmp_path, capsys)
 
 
 def test_a_rare_bad_clip_never_throws_away_a_finished_run(workspace, tmp_path):
-    data = tmp_path / "mixed"
-    for index in range(40):
-        write_frame_folder(data / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
-    (data / "video_broken").mkdir()
-    (data / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
+    data = good_clips_and_one_broken(tmp_path / "mixed", 40)
     # 2.4 % bad overall; the last, partial epoch alone may hold 1 bad sample in 10.
     output = run(workspace, tmp_path / "out", "--per-device-train-batch-size", "2", "--seed", "4",
                  source=("--train-dir", str(data)), steps=25)
