@@ -262,3 +262,13 @@ def test_a_rare_bad_clip_never_throws_away_a_finished_run(workspace, tmp_path):
     output = run(workspace, tmp_path / "out", "--per-device-train-batch-size", "2", "--seed", "4",
                  source=("--train-dir", str(data)), steps=25)
     assert (output / "model.safetensors").is_file()
+
+
+def test_relative_position_backbones_need_pea_off_explicitly(workspace, tmp_path):
+    save_backbone("beit", tmp_path / "beit")
+    args = ["--backbone", str(tmp_path / "beit"), "--train-dir", str(workspace / "videos"), "--max-train-steps", "1", *FAST]
+    with pytest.raises(SystemExit, match="relative position bias.*--no-pea"):
+        train([*args, "--output-dir", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
+    output = train([*args, "--output-dir", str(tmp_path / "ok"), "--no-pea"])
+    assert CoSettleModel.from_pretrained(output).config.pea_alpha is None

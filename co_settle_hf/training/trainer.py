@@ -191,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     # Everything that can fail on bad arguments fails here, before any training work.
     backbone = load_backbone(args)
+    if backbone.position_kind == "relative" and not args.no_pea:
+        raise SystemExit(f"--backbone {args.backbone}: {backbone.family.name} has only a relative position bias, "
+                         "so PEA has nothing to augment: pass --no-pea")
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.imagenet_normalization else (backbone.image_mean, backbone.image_std)
     dataset = build_dataset(args, mean, std)
     model = CoSettleModel.from_backbone(
