@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -64,7 +65,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # its owner died (e.g. killed): the folder is free
             return
         raise SystemExit(
-            f"--output-dir {self.path.parent} is in use by another run (pid {holder.get('pid')} on "
+            f"--output_dir {self.path.parent} is in use by another run (pid {holder.get('pid')} on "
             f"{holder.get('host')}, since {holder.get('started')}; lock {self.path}). One run per output folder: "
             "wait for it, or choose another folder."
         )
@@ -84,8 +85,8 @@ def prepare_fresh_folder(output_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise SystemExit(
-            f"--output-dir {output_dir} already holds another run's outputs ({', '.join(found)}): pass "
-            "--resume-from-checkpoint latest to continue it, --overwrite-output-dir to replace it, or choose another folder"
+            f"--output_dir {output_dir} already holds another run's outputs ({', '.join(found)}): pass "
+            "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose another folder"
         )
     for name in found:
         path = output_dir / name
@@ -117,3 +118,26 @@ def clean_leftovers(output_dir: Path) -> None:
     shutil.rmtree(output_dir / FINAL_PARTIAL, ignore_errors=True)
     for partial in (output_dir / "checkpoints").glob("*.partial"):
         shutil.rmtree(partial, ignore_errors=True)
+
+
+class TrainLog:
+    """`train_log.jsonl`: one JSON record per logged step, of this run only (a resume keeps the lines up to its step)."""
+
+    def __init__(self, output_dir: Path, resumed_step: int, active: bool) -> None:
+        self.path, self.active = output_dir / "train_log.jsonl", active
+        if active:
+            old = self.path.read_text().splitlines() if resumed_step and self.path.exists() else []
+            self.path.write_text("".join(line + "\n" for line in old if _logged_step(line) <= resumed_step))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.active:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line a killed run left half-written counts as never logged."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
