@@ -56,8 +56,10 @@ class RepeatedClips(SequenceABC):
 
 def source_clips(args: CoSettleTrainingArguments, train_dataset: Any = None) -> tuple[Any, str]:
     """The clips of the training source and how to name it; a bad source fails here, naming the flag."""
-    if train_dataset is not None:
-        return clips_from_dataset(train_dataset, args.video_column, "train_dataset"), "train_dataset"
+    if train_dataset is not None:  # named by its fingerprint, so a resume notices other data
+        fingerprint = getattr(train_dataset, "_fingerprint", None)
+        label = f"train_dataset ({fingerprint})" if fingerprint else "train_dataset"
+        return clips_from_dataset(train_dataset, args.video_column, "train_dataset"), label
     if not args.sources:
         raise SystemExit("give one data source: --train_dir, --train_list or --dataset_name (or train(args, train_dataset=...))")
     if args.dataset_name:
