@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
 from .encoders import LoadedModel, load_for_evaluation
 
 TASK_DEFAULTS = {"davis": 7, "jhmdb": 7, "vip": 10}
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--update-card", metavar="ADAPTER", default=None,
+                        help="add the results to this saved adapter's model card (model-index entries)")
     group = parser.add_argument_group("label propagation (SPEC section 5)")
     group.add_argument("--topk", type=int, default=None, help="default 7 (DAVIS, JHMDB) or 10 (VIP)")
     group.add_argument("--n-context", type=int, default=20)
@@ -108,6 +111,8 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if not Path(args.data_root).exists():
         raise SystemExit(f"--data-root {args.data_root} does not exist")
+    if args.update_card:
+        check_card_target(args.update_card, args.task)
     loaded = load_for_evaluation(args.model, args.revision, args.device)  # fails before anything is written
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -129,4 +134,6 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     table = print_table(f"{args.task}: {args.model}", rows)
     (output_dir / "table.md").write_text(table + "\n")
     (output_dir / "results.json").write_text(json.dumps(rows, indent=2, default=float))
+    if args.update_card:
+        add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     return rows

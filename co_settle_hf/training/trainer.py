@@ -40,7 +40,7 @@ from ..data import (
     sample_generator,
 )
 from ..modeling_co_settle import CoSettleModel
-from ..objective.forward import training_forward
+from .forward import training_forward
 from .arguments import parse_args
 
 logger = logging.getLogger(__name__)
@@ -355,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
         if args.push_to_hub:
             commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
-                                         commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary})
+                                         commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary},
+                                         push_backbone=args.hub_push_backbone or None)
             accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
     accelerator.end_training()
     return output_dir
