@@ -289,7 +289,7 @@ def test_eval_update_card_writes_model_index(tmp_path):
     card = ModelCard.load(tmp_path / "adapter" / "README.md")
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values == {m: round(rows[adapter][m], 4) for m in ("J&F-Mean", "J-Mean", "F-Mean")}
-    assert f"| J&F-Mean | {values['J&F-Mean']} | measured here |" in card.text and "| steps | 5 |" in card.text
+    assert f"| J&F-Mean | {values['J&F-Mean']:.4f} | measured here |" in card.text and "| steps | 5 |" in card.text
 
 
 def test_trainer_refuses_a_local_base_push_before_any_work(tmp_path, capsys):

@@ -204,7 +204,8 @@ def _evaluation(results: list[EvalResult]) -> str:
     for r in results:
         source = "measured here" if r.source_name == MEASURED else f"[{r.source_name}]({r.source_url})" if r.source_url else r.source_name
         dataset = f"{r.dataset_name}" + (f" ({r.dataset_split})" if r.dataset_split else "")
-        rows.append((r.task_name or r.task_type, dataset, r.metric_name or r.metric_type, r.metric_value, source))
+        value = f"{r.metric_value:.4f}" if isinstance(r.metric_value, float) else r.metric_value
+        rows.append((r.task_name or r.task_type, dataset, r.metric_name or r.metric_type, value, source))
     return _table(("task", "dataset", "metric", "value", "source"), rows)
 
 
