@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
-from official_checkpoints import reference_features, trained_checkpoint, write_layout
+from eval_fixtures import write_davis
+from official_checkpoints import reference_features, write_layout
 
 from co_settle_hf import CoSettleModel, import_official
 from co_settle_hf.backbones.families import IMAGENET_MEAN, IMAGENET_STD
@@ -78,10 +80,16 @@ def test_readme_command_through_the_hub_then_offline(hub_server, hub_repo_id, tm
     api.create_repo(AUTHORS_REPO, exist_ok=True)
     commit = api.upload_folder(repo_id=AUTHORS_REPO, folder_path=write_layout(tmp_path / "layout", ["dino"]), commit_message="release").oid
 
-    command = next(c for c in readme_commands() if " dino " in c)
+    # The README's snippet, both lines as written: import DINO, evaluate it on DAVIS.
+    snippet = re.search(r"```bash\n(co-settle import-official dino .*?)```", README.read_text(), re.S).group(1).splitlines()
+    assert snippet[0] in readme_commands()
+    write_davis(tmp_path / "DAVIS")
     monkeypatch.chdir(tmp_path)
-    cli(shlex.split(command)[1:])
-    out = tmp_path / shlex.split(command)[-1]
+    for line in snippet:
+        cli(shlex.split(line)[1:])
+    out = tmp_path / shlex.split(snippet[0])[-1]
+    summary = json.loads(next((tmp_path / "eval").rglob("summary.json")).read_text())
+    assert 0 <= summary["J&F-Mean"] <= 1
     card = ModelCard.load(out / "README.md")
     assert f"commit `{commit}`" in card.text  # the resolved commit of the download is recorded
     local = CoSettleModel.from_pretrained(out)
