@@ -2,8 +2,10 @@
 
 Public API:
     CoSettleConfig      the adapter's configuration (projection, base backbone, method settings)
-    CoSettleModel       the adapter: from_backbone / from_pretrained / save_pretrained / push_to_hub
-    CoSettleOutput      what the model returns: features, backbone_features, grid_size
+    CoSettleModel       the adapter: from_backbone / from_pretrained / save_pretrained / push_to_hub,
+                        with the frozen backbone as a registered submodule (`model.backbone`)
+    CoSettleOutput      what the model returns: last_hidden_state, pooler_output, features,
+                        backbone_features, grid_size
     BackboneEncoder     any supported transformers ViT as a frozen patch-token encoder
     supported_model_types()   the backbone `model_type`s co-settle-hf knows
     import_official()   one of the paper's eight published models as a self-contained adapter

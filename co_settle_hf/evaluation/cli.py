@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
 from .encoders import LoadedModel, load_for_evaluation
 from .outputs import OutputFolder
 
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results already in --output-dir (only once the new run has finished)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--update-card", metavar="ADAPTER", default=None,
+                        help="add the results to this saved adapter's model card (model-index entries)")
     group = parser.add_argument_group("label propagation (SPEC section 5)")
     group.add_argument("--topk", type=int, default=None, help="default 7 (DAVIS, JHMDB) or 10 (VIP)")
     group.add_argument("--n-context", type=int, default=20)
@@ -112,6 +115,8 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if not Path(args.data_root).exists():
         raise SystemExit(f"--data-root {args.data_root} does not exist")
+    if args.update_card:
+        check_card_target(args.update_card, args.task)
     try:
         output = OutputFolder(args.output_dir, [args.data_root], args.overwrite)  # checks; writes nothing yet
         loaded = load_for_evaluation(args.model, args.revision, args.device)  # fails before anything is written
@@ -120,6 +125,8 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
             table = print_table(f"{args.task}: {args.model}", rows)
             out.path("table.md").write_text(table + "\n")
             out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+        if args.update_card:
+            add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     except (ValueError, FileNotFoundError) as error:  # bad data or arguments: the message names them
         raise SystemExit(f"co-settle eval {args.task}: {error}") from None
     return rows
