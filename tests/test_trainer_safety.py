@@ -82,7 +82,7 @@ def test_the_hub_token_is_in_no_file_a_run_writes(workspace, tmp_path, hub_serve
     from huggingface_hub import HfApi, hf_hub_download
 
     output = run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "tensorboard", "--checkpointing-steps", "1",
-                 "--push-to-hub", "--hub-model-id", hub_repo_id, "--hub-token", hub_server.token, steps=2)
+                 "--push-to-hub", "--hub-model-id", hub_repo_id, "--hub-token", hub_server.token, "--hub-push-backbone", steps=2)
     files = every_file(output)
     assert any("tfevents" in p.name for p in files) and any(p.name == "hparams.yml" for p in files)
     pushed = [Path(hf_hub_download(hub_repo_id, name)) for name in HfApi().list_repo_files(hub_repo_id)]

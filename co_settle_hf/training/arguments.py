@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -135,6 +136,7 @@ class RunArguments:
     hub_model_id: str | None = arg(None, "The repository to push to.")
     hub_token: str | None = arg(None, "A Hub token (never written anywhere).")
     hub_private: bool = arg(False, "Create the repository private.")
+    hub_push_backbone: bool = arg(False, "Also upload the backbone (into backbone/), needed when the backbone is a local folder.")
 
 
 POSITIVE = ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats",
@@ -164,6 +166,9 @@ class CoSettleTrainingArguments(RunArguments, DataArguments, ModelArguments):
             problems.append("--streaming needs --max_train_steps (a streamed dataset has no length)")
         if self.push_to_hub and not self.hub_model_id:
             problems.append("--push_to_hub needs --hub_model_id")
+        if self.push_to_hub and self.model_name_or_path and os.path.isdir(self.model_name_or_path) and not self.hub_push_backbone:
+            problems.append(f"--push_to_hub with the local backbone {self.model_name_or_path}: the pushed adapter would not load "
+                            "elsewhere; add --hub_push_backbone to upload the backbone too, or train on a Hub backbone")
         if self.validation_split and not self.dataset_name:
             problems.append("--validation_split names a split of --dataset_name")
         if (self.validation_dir or self.validation_split) and not self.eval_steps:

@@ -31,10 +31,10 @@ from transformers import get_scheduler
 from ..backbones.encoder import BackboneEncoder
 from ..data import IMAGENET_MEAN, IMAGENET_STD, FramePairDataset, PairTransform, check_bad_fraction, collate_pairs
 from ..modeling_co_settle import CoSettleModel
-from ..objective.forward import training_forward
 from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, parse_args
 from .checkpointing import choose_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from .data import EpochShuffleSampler, training_pairs, validation_pairs
+from .forward import training_forward
 from .metrics import StepMetrics
 from .run_folder import RunLock, TrainLog, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
 from .settings import APPLIED, describe, differences, public
@@ -375,13 +375,14 @@ def finish(run: Run, state: RunState, log: TrainLog) -> TrainOutput:
     adapter = accelerator.unwrap_model(run.model)
     if accelerator.is_main_process:
         def write(folder: Path) -> None:
-            adapter.save_pretrained(folder, model_card={"training": metrics})
+            adapter.save_pretrained(folder, model_card={"training": metrics}, save_backbone=args.hub_push_backbone or None)
             (folder / "training_summary.json").write_text(json.dumps(metrics, indent=2))
 
         save_adapter_atomically(run.output_dir, write)
         if args.push_to_hub:
             commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
-                                         commit_message=f"Co-Settle adapter after {state.step} steps", model_card={"training": metrics})
+                                         commit_message=f"Co-Settle adapter after {state.step} steps", model_card={"training": metrics},
+                                         push_backbone=args.hub_push_backbone or None)
             accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
     accelerator.end_training()
     return TrainOutput(adapter, metrics)
