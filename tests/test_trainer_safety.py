@@ -202,15 +202,20 @@ def test_resume_applies_or_refuses_every_changed_setting(workspace, tmp_path):
 
 
 # ---------------------------------------------------------------- 8 and kill -9: nothing half-written
-def kill_when(pid: int, condition, limit: float) -> bool:
-    """SIGKILL `pid` as soon as `condition()` holds (polled), or after `limit` seconds; True if it held."""
+def kill_when(pid: int, condition, limit: float, delay: float = 0.0) -> bool:
+    """SIGKILL `pid` `delay` seconds after `condition()` first holds (polled), or after `limit` seconds; True if it held."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if condition():
+            time.sleep(delay)
             os.kill(pid, signal.SIGKILL)
             return True
     os.kill(pid, signal.SIGKILL)
     return False
+
+
+def complete_checkpoints(output: Path) -> int:
+    return len(list((output / "checkpoints").glob("step_*[0-9]"))) if (output / "checkpoints").exists() else 0
 
 
 def state_after_kill(output: Path) -> str:
@@ -240,13 +245,13 @@ def test_sigkill_at_any_moment_leaves_a_loadable_adapter_or_none(workspace, tmp_
             argv = train_argv(workspace, output, "--checkpointing-steps", "1", steps=steps)
             pid = fork_run(runner, argv, tmp_path / f"trial{trial}.log")
             wait_for(output / ".co_settle.lock")
-            moment = ["final save", "checkpoint save", "random"][trial % 3]
+            moment, done = ["final save", "checkpoint save", "random"][trial % 3], rng.randrange(steps)
             if moment == "final save":
                 hit = kill_when(pid, lambda: (output / ".adapter.partial").exists(), 60)
-            elif moment == "checkpoint save":
-                hit = kill_when(pid, lambda: any((output / "checkpoints").glob("*.partial")), 60)
-            else:
-                hit = kill_when(pid, lambda: False, rng.uniform(0.0, 1.5))
+            elif moment == "checkpoint save":  # while writing the checkpoint that follows `done` complete ones
+                hit = kill_when(pid, lambda: complete_checkpoints(output) >= done and any((output / "checkpoints").glob("*.partial")), 60)
+            else:  # a random instant after `done` checkpoints: mid-step, mid-save or mid-log
+                hit = kill_when(pid, lambda: complete_checkpoints(output) >= done, 60, delay=rng.uniform(0.0, 0.2))
             status = int(runner.stdout.readline())
             left = state_after_kill(output)
             table[(moment if hit or moment == "random" else f"{moment} (missed)", "killed" if status else "finished", left)] += 1
