@@ -28,6 +28,7 @@ from transformers.utils.hub import extract_commit_hash
 from .backbones.encoder import BackboneEncoder, PositionCrop
 from .configuration_co_settle import PROJECTION_DEPTH, CoSettleConfig
 from .image_processing_co_settle import save_image_processor
+from .projection_init import PROJECTION_INITS
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
@@ -111,10 +112,9 @@ class CoSettleModel(PreTrainedModel):
             self.attach_backbone(backbone)
 
     def _init_weights(self, module: nn.Module) -> None:
-        # As the released models initialise their adapter: truncated normal (std 0.02), zero bias.
+        # As the released model of the backbone's family initialises its adapter (config.projection_init).
         if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
-            nn.init.zeros_(module.bias)
+            PROJECTION_INITS[self.config.projection_init](module, self.config.initializer_range)
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -135,6 +135,7 @@ class CoSettleModel(PreTrainedModel):
                 f"Backbone {backbone.name_or_path or backbone.model_type!r} does not fit this adapter "
                 f"(trained on {self.config.base_model_name_or_path!r}): {'; '.join(problems)}."
             )
+        backbone.use_feature_settings(self.config.apply_final_norm, self.config.position_interpolation)
         self.backbone = backbone.requires_grad_(False).eval()
         self.projection.to(device=backbone.device)
 

@@ -74,7 +74,25 @@ def test_pickled_code_is_never_run(vit_dir, tmp_path):
 
     with open(tmp_path / "evil.pth", "wb") as handle:
         pickle.dump({"model": Payload()}, handle)
-    with pytest.raises(OfficialCheckpointError, match="weights-only"):
+    with pytest.raises(OfficialCheckpointError, match="refused by the weights-only reader"):
         convert_official_checkpoint(tmp_path / "evil.pth", vit_dir, tmp_path / "out")
     import os
     assert not os.path.exists("/tmp/co_settle_pwned")
+
+
+def test_trainer_checkpoint_with_args_and_visual_prefix(vit_dir, tmp_path):
+    """The authors' save_model layout: args is an argparse.Namespace; CLIP's projection sits under visual."""
+    import argparse
+
+    state = {key.replace("module.", "visual."): value for key, value in fabricate("linear")["model"].items()}
+    checkpoint = {"model": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 4,
+                  "scaler": {"scale": 1024.0}, "args": argparse.Namespace(base_model="clip", fusion_net="linear")}
+    torch.save(checkpoint, tmp_path / "checkpoint.pth")
+    model = CoSettleModel.from_pretrained(convert_official_checkpoint(tmp_path / "checkpoint.pth", vit_dir, tmp_path / "out"))
+    assert torch.equal(model.projection.linears[0].weight, state["visual.adapter.adapter.adapter_linear.weight"])
+
+
+def test_text_file_as_checkpoint_names_it(vit_dir, tmp_path):
+    (tmp_path / "readme.pth").write_text("not a checkpoint")
+    with pytest.raises(OfficialCheckpointError, match=r"readme\.pth is not a PyTorch checkpoint"):
+        convert_official_checkpoint(tmp_path / "readme.pth", vit_dir, tmp_path / "out")

@@ -23,6 +23,9 @@ from eval_fixtures import (
     DAVIS_W as W,
 )
 from eval_fixtures import (
+    ColourEncoder,
+)
+from eval_fixtures import (
     davis_sequence_ids as sequence_ids,
 )
 from eval_fixtures import (
@@ -203,17 +206,6 @@ def test_db_statistics_decay_sign_and_empty():
 
 # ---------------------------------------------------------------------------------------
 # A tiny dataset in the official layout.
-
-class ColourEncoder:
-    """Fake encoder: mean normalised colour of each 8x8 patch (D = 3)."""
-
-    image_mean = (0.5, 0.5, 0.5)
-    image_std = (0.25, 0.25, 0.25)
-    patch_size = CELL
-
-    def __call__(self, pixel_values):
-        return F.avg_pool2d(pixel_values, CELL).permute(0, 2, 3, 1)
-
 
 @pytest.fixture
 def dataset(tmp_path):

@@ -329,3 +329,15 @@ def test_objective_does_not_import_backbones_or_training():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level >= 1:
                 assert not (node.module or "").startswith(("backbones", "training")) and node.level == 1, (path.name, node.module)
+
+
+def test_a_hand_written_card_is_kept_and_completed(vit_adapter, tmp_path):
+    from huggingface_hub import ModelCard
+
+    _, folder = vit_adapter
+    (folder / "README.md").write_text("---\nlicense: mit\ntags:\n- mine\n---\n# My adapter\n\nWritten by hand.\n")
+    CoSettleModel.from_pretrained(folder).save_pretrained(tmp_path / "resaved", model_card={"training": {"steps": 7}})
+    card = ModelCard.load(tmp_path / "resaved" / "README.md")
+    assert card.text.startswith("# My adapter\n\nWritten by hand.")
+    assert card.data.license == "mit" and {"mine", "co-settle"} <= set(card.data.tags)
+    assert "## Training" in card.text and "| steps | 7 |" in card.text

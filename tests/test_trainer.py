@@ -14,39 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tiny_backbones import build_backbone, save_backbone
-from video_factory import moving_pattern_frames, write_frame_folder, write_video
+from trainer_fixtures import FAST, good_clips_and_one_broken, run, workspace  # noqa: F401 (a fixture)
 
 from co_settle_hf import CoSettleModel
 from co_settle_hf.data import BadDataError
 from co_settle_hf.training.trainer import main as train
-
-FAST = ["--image-size", "64", "--learning-rate", "1e-3", "--per-device-train-batch-size", "2", "--cpu", "--logging-steps", "1"]
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainer")
-    save_backbone("vit", root / "vit")
-    for index in range(6):
-        frames = moving_pattern_frames(16, 64, 80, seed=index)
-        write_video(root / "videos" / f"class{index % 2}" / f"clip{index}.mp4", frames)
-        write_frame_folder(root / "frames" / f"class{index % 2}" / f"video{index}", frames)
-    return root
-
-
-def good_clips_and_one_broken(root: Path, good: int) -> Path:
-    """`good` readable frame folders and one, `video_broken`, whose only frame is not an image."""
-    for index in range(good):
-        write_frame_folder(root / f"video{index:02d}", moving_pattern_frames(4, 64, 64, seed=index))
-    (root / "video_broken").mkdir()
-    (root / "video_broken" / "00000.jpg").write_bytes(b"not a jpeg")
-    return root
-
-
-def run(workspace: Path, output: Path, *extra: str, source=("--train-dir",), steps: int = 4) -> Path:
-    data = list(source) if len(source) > 1 else [source[0], str(workspace / "videos")]
-    limit = ["--max-train-steps", str(steps)] if steps else []
-    return train(["--backbone", str(workspace / "vit"), *data, "--output-dir", str(output), *limit, *FAST, *extra])
 
 
 def test_two_processes_with_accelerate_launch(workspace, tmp_path):
@@ -240,9 +212,9 @@ def test_checkpoints_logs_and_resume_settings(workspace, tmp_path):
     run(workspace, out, "--checkpointing-steps", "2", "--resume-from-checkpoint", "latest", steps=5)
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]  # the log is this run's history, without duplicates
-    run(workspace, out, steps=2)  # a fresh run into the same folder starts a fresh log
+    run(workspace, out, "--overwrite-output-dir", "--checkpointing-steps", "2", steps=2)  # replacing the old run: a fresh log
     assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
-    with pytest.raises(SystemExit, match="differ from the checkpoint's"):
+    with pytest.raises(SystemExit, match="other settings, .*per_device_train_batch_size: 2 -> 1"):
         run(workspace, out, "--per-device-train-batch-size", "1", "--resume-from-checkpoint", "latest", steps=6)
     with pytest.raises(SystemExit, match="--resume-from-checkpoint: .* is not a co-settle checkpoint"):
         run(workspace, out, "--resume-from-checkpoint", str(tmp_path), steps=6)

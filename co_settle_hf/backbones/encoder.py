@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,8 +23,7 @@ from torch import Tensor, nn
 
 from .families import BackboneFamily, family_for
 from .inputs import check_pixel_values
-
-logger = logging.getLogger(__name__)
+from .positions import POSITION_INTERPOLATIONS, interpolation
 
 
 class PEAUnavailableError(ValueError):
@@ -141,6 +139,8 @@ class BackboneEncoder(nn.Module):
         self.position_kind = self.family.positions
         if self.position_kind == "relative" and self._pos_table is not None:
             self.position_kind = "learned"  # BEiT with use_absolute_position_embeddings
+        self.apply_final_norm = True
+        self.position_interpolation = "transformers"
         accepted = inspect.signature(self.model.forward).parameters
         self._forward_kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in accepted else {}
 
@@ -235,9 +235,13 @@ class BackboneEncoder(nn.Module):
             n = grid[0] * grid[1]
             kwargs["noise"] = torch.arange(n, device=pixel_values.device, dtype=torch.float32).expand(len(pixel_values), n)
         dtype = next(self.model.parameters()).dtype
-        with self._pea_hook(pea, grid, len(pixel_values)):
-            hidden = self.model(pixel_values.to(dtype), **kwargs).last_hidden_state
-        if self._final_norm is not None:
+        inner_norm = self._final_norm is None  # the model applies its final norm itself
+        if inner_norm and not self.apply_final_norm:
+            kwargs["output_hidden_states"] = True  # the last layer's output, before that norm
+        with self._pea_hook(pea, grid, len(pixel_values)), self._interpolation():
+            outputs = self.model(pixel_values.to(dtype), **kwargs)
+        hidden = outputs.hidden_states[-1] if "output_hidden_states" in kwargs else outputs.last_hidden_state
+        if not inner_norm and self.apply_final_norm:
             hidden = self._final_norm(hidden)
         tokens = hidden[:, self.num_prefix_tokens :]
         if tokens.shape[1] != grid[0] * grid[1]:
@@ -246,6 +250,18 @@ class BackboneEncoder(nn.Module):
                 f"got {tokens.shape[1]} after dropping {self.num_prefix_tokens} prefix tokens"
             )
         return tokens, grid
+
+    def use_feature_settings(self, apply_final_norm: bool = True, position_interpolation: str = "transformers") -> None:
+        """What an adapter recorded about its features: final norm or not, how positions resize."""
+        if position_interpolation not in POSITION_INTERPOLATIONS:
+            raise ValueError(f"position_interpolation must be one of {', '.join(POSITION_INTERPOLATIONS)}; got {position_interpolation!r}")
+        if position_interpolation != "transformers" and self._pos_table is None:
+            raise ValueError(f"{self.family.name} has no absolute position table to interpolate ({position_interpolation!r}).")
+        self.apply_final_norm = apply_final_norm
+        self.position_interpolation = position_interpolation
+
+    def _interpolation(self):
+        return interpolation(self.model.embeddings, self._pos_table, self.family.pos_prefix, self.patch_size, self.position_interpolation)
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         """(B, h, w, D) patch features, what evaluation encoders return."""

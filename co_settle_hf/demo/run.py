@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "--backbone", backbone, "--train-dir", str(data / "train"), "--output-dir", str(adapter),
         "--per-device-train-batch-size", str(args.batch_size), "--max-train-steps", str(args.steps),
         "--num-warmup-steps", str(warmup), "--learning-rate", str(args.learning_rate), "--clip-repeats", "64",
-        "--seed", str(args.seed), "--logging-steps", "10",
+        "--seed", str(args.seed), "--logging-steps", "10", "--overwrite-output-dir",
     ] + (["--no-pea"] if args.no_pea else [])
     train(train_args)
     timings["training"] = time.perf_counter() - tic

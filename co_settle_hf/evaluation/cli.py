@@ -12,6 +12,7 @@ import torch
 
 from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
 from .encoders import LoadedModel, load_for_evaluation
+from .outputs import OutputFolder
 
 TASK_DEFAULTS = {"davis": 7, "jhmdb": 7, "vip": 10}
 
@@ -22,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="adapter or backbone: local path or Hub id")
     parser.add_argument("--revision", default=None)
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True,
+                        help="where results go; refused inside --data-root, and if it already holds results")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results already in --output-dir (only once the new run has finished)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--update-card", metavar="ADAPTER", default=None,
                         help="add the results to this saved adapter's model card (model-index entries)")
@@ -55,23 +59,23 @@ def print_table(title: str, rows: dict[str, dict[str, Any]]) -> str:
     return text
 
 
-def run_davis(args: argparse.Namespace, loaded: LoadedModel, output_dir: Path) -> dict[str, Any]:
+def run_davis(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder) -> dict[str, Any]:
     from .davis import evaluate_davis, list_davis_sequences, read_frames
     from .plots import contact_sheet, feature_pca_figure, write_overlay_video
 
     size = tuple(args.size or (480, 880))
     summary = evaluate_davis(
-        loaded.encoder, args.data_root, output_dir, n_context=args.n_context, radius=args.radius,
+        loaded.encoder, args.data_root, out, n_context=args.n_context, radius=args.radius,
         topk=args.topk or TASK_DEFAULTS["davis"], temperature=args.temperature, size=size, sequences=args.sequences,
     )
     first = list_davis_sequences(args.data_root, sequences=args.sequences)[0]
     frames = read_frames(first.frames)
-    masks = torch.from_numpy(np.stack([_read_ids(output_dir / first.name / p.with_suffix(".png").name) for p in first.frames]))
-    contact_sheet(frames, masks, output_dir / f"{first.name}_propagation.png")
+    masks = torch.from_numpy(np.stack([_read_ids(out.path(first.name, p.with_suffix(".png").name)) for p in first.frames]))
+    contact_sheet(frames, masks, out.path(f"{first.name}_propagation.png"))
     if args.video:
-        write_overlay_video(frames, masks, output_dir / f"{first.name}_propagation.mp4")
+        write_overlay_video(frames, masks, out.path(f"{first.name}_propagation.mp4"))
     if loaded.adapter is not None:
-        feature_figure(loaded, frames[0], size, output_dir / f"{first.name}_features_pca.png", feature_pca_figure)
+        feature_figure(loaded, frames[0], size, out.path(f"{first.name}_features_pca.png"), feature_pca_figure)
     return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
 
 
@@ -95,7 +99,7 @@ def _read_ids(path: Path) -> np.ndarray:
         return np.array(image)
 
 
-def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, output_dir: Path) -> dict[str, dict[str, Any]]:
+def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder) -> dict[str, dict[str, Any]]:
     from .plots import tradeoff_scatter
     from .tradeoff import analyze_tradeoff
 
@@ -103,7 +107,7 @@ def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, output_dir: Path
     results = analyze_tradeoff(encoders, args.data_root, num_frames=args.num_frames, progress=True)
     points = {name: (r["d_intra"], r["d_inter"]) for name, r in results.items()}
     arrows = [("base", "adapted")] if "base" in results else []
-    tradeoff_scatter(points, arrows, output_dir / "tradeoff.png")
+    tradeoff_scatter(points, arrows, out.path("tradeoff.png"))
     return results
 
 
@@ -113,27 +117,34 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
         raise SystemExit(f"--data-root {args.data_root} does not exist")
     if args.update_card:
         check_card_target(args.update_card, args.task)
-    loaded = load_for_evaluation(args.model, args.revision, args.device)  # fails before anything is written
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if args.task == "tradeoff":
-        rows = run_tradeoff(args, loaded, output_dir)
-    elif args.task == "davis":
-        rows = {args.model: run_davis(args, loaded, output_dir)}
-    else:
-        from .jhmdb import evaluate_jhmdb
-        from .vip import evaluate_vip
-
-        common = dict(list_file=args.list_file, n_context=args.n_context, radius=args.radius,
-                      topk=args.topk or TASK_DEFAULTS[args.task], temperature=args.temperature)
-        if args.task == "jhmdb":
-            summary = evaluate_jhmdb(loaded.encoder, args.data_root, output_dir, size=tuple(args.size or (320, 320)), **common)
-        else:
-            summary = evaluate_vip(loaded.encoder, args.data_root, output_dir, long_side=args.long_side, **common)
-        rows = {args.model: {k: v for k, v in summary.items() if isinstance(v, (int, float))}}
-    table = print_table(f"{args.task}: {args.model}", rows)
-    (output_dir / "table.md").write_text(table + "\n")
-    (output_dir / "results.json").write_text(json.dumps(rows, indent=2, default=float))
+    try:
+        output = OutputFolder(args.output_dir, [args.data_root], args.overwrite)  # checks; writes nothing yet
+        loaded = load_for_evaluation(args.model, args.revision, args.device)  # fails before anything is written
+        with output as out:
+            rows = run_task(args, loaded, out)
+            table = print_table(f"{args.task}: {args.model}", rows)
+            out.path("table.md").write_text(table + "\n")
+            out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+    except (ValueError, FileNotFoundError) as error:  # bad data or arguments: the message names them
+        raise SystemExit(f"co-settle eval {args.task}: {error}") from None
     if args.update_card:
         add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     return rows
+
+
+def run_task(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder) -> dict[str, dict[str, Any]]:
+    """The task's rows (model -> metrics), its files written into ``out``."""
+    if args.task == "tradeoff":
+        return run_tradeoff(args, loaded, out)
+    if args.task == "davis":
+        return {args.model: run_davis(args, loaded, out)}
+    from .jhmdb import evaluate_jhmdb
+    from .vip import evaluate_vip
+
+    common = dict(list_file=args.list_file, n_context=args.n_context, radius=args.radius,
+                  topk=args.topk or TASK_DEFAULTS[args.task], temperature=args.temperature)
+    if args.task == "jhmdb":
+        summary = evaluate_jhmdb(loaded.encoder, args.data_root, out, size=tuple(args.size or (320, 320)), **common)
+    else:
+        summary = evaluate_vip(loaded.encoder, args.data_root, out, long_side=args.long_side, **common)
+    return {args.model: {k: v for k, v in summary.items() if isinstance(v, (int, float))}}

@@ -39,6 +39,7 @@ from PIL import Image
 
 from .features import DenseEncoder, extract_video_features, fit_to_patches
 from .metrics import db_statistics, f_measure, jaccard
+from .outputs import OutputFolder, check_name, open_output
 from .propagation import labels_to_onehot, propagate_labels, resize_ids, upsample_and_argmax
 from .results import write_csv, write_summary
 
@@ -89,11 +90,12 @@ def list_davis_sequences(
         split_file = root / "ImageSets" / "2017" / f"{split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"DAVIS split list {split_file} not found")
-        names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        lines = enumerate(split_file.read_text().splitlines(), start=1)
+        names = [check_name(line.strip(), f"{split_file}, line {n}") for n, line in lines if line.strip()]
         if not names:
             raise ValueError(f"DAVIS split list {split_file} lists no sequences")
     else:
-        names = list(sequences)
+        names = [check_name(name, "--sequences") for name in sequences]
         if not names:
             raise ValueError("sequences is empty: nothing to evaluate")
 
@@ -117,13 +119,13 @@ def list_davis_sequences(
                 f"(annotations missing for {missing[:5]}, without a frame: {extra[:5]})"
             )
         for frame_path, mask_path in zip(frames, masks):
-            with Image.open(frame_path) as frame, Image.open(mask_path) as mask:  # headers only
-                if mask.mode not in ("P", "L"):
-                    raise ValueError(f"annotation {mask_path} has mode {mask.mode}; expected a palette (P) or "
-                                     "greyscale (L) PNG whose pixel values are object ids")
-                if frame.size != mask.size:
-                    raise ValueError(f"annotation {mask_path} is {mask.size[0]}x{mask.size[1]} but its frame "
-                                     f"{frame_path} is {frame.size[0]}x{frame.size[1]}")
+            (_, frame_size), (mode, mask_size) = image_header(frame_path), image_header(mask_path)
+            if mode not in ("P", "L"):
+                raise ValueError(f"annotation {mask_path} has mode {mode}; expected a palette (P) or "
+                                 "greyscale (L) PNG whose pixel values are object ids")
+            if frame_size != mask_size:
+                raise ValueError(f"annotation {mask_path} is {mask_size[0]}x{mask_size[1]} but its frame "
+                                 f"{frame_path} is {frame_size[0]}x{frame_size[1]}")
         found.append(DavisSequence(name, tuple(frames), tuple(masks)))
     return found
 
@@ -132,8 +134,7 @@ def read_frames(paths: Sequence[Path]) -> torch.Tensor:
     """RGB frames as a uint8 tensor (T, H, W, 3); all frames must share one size."""
     frames = []
     for path in paths:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
+        array = decode_image(path, "RGB")
         if frames and array.shape != frames[0].shape:
             raise ValueError(f"frame {path} is {array.shape[1]}x{array.shape[0]}, the sequence's first frame "
                              f"{paths[0]} is {frames[0].shape[1]}x{frames[0].shape[0]}")
@@ -146,15 +147,60 @@ def read_annotation(path: Path, size: tuple[int, int] | None = None) -> tuple[np
 
     ``size`` (height, width), when given, is the size of the frame the annotation belongs to.
     """
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"annotation {path} has mode {image.mode}; expected a palette (P) or greyscale (L) "
-                             "PNG whose pixel values are object ids")
-        palette = image.getpalette() if image.mode == "P" else None
-        ids = np.array(image)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise ValueError(f"annotation {path} has mode {image.mode}; expected a palette (P) or greyscale (L) "
+                                 "PNG whose pixel values are object ids")
+            palette = image.getpalette() if image.mode == "P" else None
+            ids = np.array(image)
+    except (OSError, SyntaxError) as error:  # PIL's decode errors do not name the file
+        raise ValueError(f"cannot decode annotation {path}: {error}") from error
+    if palette is not None and ids.size and int(ids.max()) >= len(palette) // 3:
+        raise ValueError(f"annotation {path} holds label {int(ids.max())}, outside its {len(palette) // 3}-colour palette")
     if size is not None and ids.shape != tuple(size):
         raise ValueError(f"annotation {path} is {ids.shape[1]}x{ids.shape[0]} but its frame is {size[1]}x{size[0]}")
     return ids, palette
+
+
+def image_header(path: Path) -> tuple[str, tuple[int, int]]:
+    """(mode, (width, height)) from an image file's header; an unreadable header names the file."""
+    try:
+        with Image.open(path) as image:
+            return image.mode, image.size
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def decode_image(path: Path, mode: str) -> np.ndarray:
+    """An image file as a numpy array in PIL ``mode``; a decode error names the file."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode))
+    except (OSError, SyntaxError, ValueError) as error:  # e.g. "image file is truncated", "Truncated File Read"
+        raise ValueError(f"cannot decode image {path}: {error}") from error
+
+
+def object_ids(annotations: Sequence[Path], gt: np.ndarray) -> int:
+    """Number of objects of a sequence: the labels of its first annotation (255, void, excluded).
+
+    DAVIS numbers the objects of a sequence 1..N in its first frame, so any other label there (a
+    gap, a stray 200), or a label above N later on, is an error naming the file: it would add
+    empty objects that score J = F = 1.
+    """
+    present = sorted(int(v) for v in np.unique(gt[0]) if v not in (0, VOID_LABEL))
+    if not present:
+        raise ValueError(f"first annotation {annotations[0]} contains no object (ids 1-254)")
+    count = len(present)
+    if present != list(range(1, count + 1)):
+        raise ValueError(f"first annotation {annotations[0]} holds labels {present}; DAVIS object ids run 1..N "
+                         f"without gaps, so label {present[-1]} is beyond the {count} objects it holds")
+    for path, ids in zip(annotations[1:], gt[1:]):
+        stray = ids[(ids > count) & (ids != VOID_LABEL)]
+        if stray.size:
+            raise ValueError(f"annotation {path} holds label {int(stray.max())}, but the first annotation "
+                             f"{annotations[0]} defines only objects 1..{count}")
+    return count
 
 
 def write_annotation(path: Path, ids: np.ndarray, palette: list[int]) -> None:
@@ -206,10 +252,14 @@ def score_sequence(pred: np.ndarray, gt: np.ndarray, num_objects: int) -> tuple[
     return j, f
 
 
+#: DAVIS scores frames 1..T-2 (the first is given, the last excluded), so a sequence needs 3 frames.
+MIN_FRAMES = 3
+
+
 def evaluate_davis(
     encoder: DenseEncoder,
     root: str | Path,
-    output_dir: str | Path,
+    output_dir: str | Path | OutputFolder,
     *,
     n_context: int = 20,
     radius: float = 20,
@@ -221,51 +271,66 @@ def evaluate_davis(
     progress: bool = True,
     split: str = "val",
     resolution: str = "480p",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Label-propagation DAVIS-2017 evaluation of ``encoder`` (see the module docstring).
 
     ``size`` is the encoder's input (height, width), rounded down to multiples of its patch
-    size so the patch grid tiles the frame. Writes, under ``output_dir``: the predicted
-    masks ``<seq>/<frame>.png`` (if ``save_masks``), ``per-sequence_results-<split>.csv``
-    (one row per object, ``<seq>_<id>``), ``global_results-<split>.csv`` and
-    ``summary.json``. Returns the summary dict (J&F-Mean, J/F Mean, Recall, Decay,
-    per-object means, settings, timing).
+    size so the patch grid tiles the frame. Writes, under ``output_dir`` (see
+    :class:`~co_settle_hf.evaluation.outputs.OutputFolder`: refused inside ``root`` and, unless
+    ``overwrite``, when it already holds results): the predicted masks ``<seq>/<frame>.png``
+    (if ``save_masks``), ``per-sequence_results-<split>.csv`` (one row per object,
+    ``<seq>_<id>``), ``global_results-<split>.csv`` and ``summary.json``. Sequences shorter
+    than :data:`MIN_FRAMES` are not scored and listed under ``too_short`` in the summary.
+    Returns the summary dict (J&F-Mean, J/F Mean, Recall, Decay, per-object means, settings, timing).
     """
     seqs = list_davis_sequences(root, split, sequences, resolution)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    size = fit_to_patches(tuple(size), int(encoder.patch_size))
+    with open_output(output_dir, [root], overwrite) as out:
+        summary = _evaluate_sequences(encoder, seqs, out, size=fit_to_patches(tuple(size), int(encoder.patch_size)),
+                                      settings=dict(n_context=n_context, radius=radius, topk=topk,
+                                                    temperature=temperature),
+                                      save_masks=save_masks, progress=progress)
+        summary["settings"].update(split=split, resolution=resolution)
+        global_keys = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+        write_csv(out.path(f"global_results-{split}.csv"), global_keys, [[summary[k] for k in global_keys]], decimals=3)
+        write_csv(out.path(f"per-sequence_results-{split}.csv"), ["Sequence", "J-Mean", "F-Mean"],
+                  [[name, v["J-Mean"], v["F-Mean"]] for name, v in summary["per_object"].items()], decimals=3)
+        write_summary(out.path("summary.json"), summary)
+    return summary
 
+
+def _evaluate_sequences(encoder: DenseEncoder, seqs: list[DavisSequence], out: OutputFolder, *, size: tuple[int, int],
+                        settings: dict[str, Any], save_masks: bool, progress: bool) -> dict[str, Any]:
     stats: dict[str, list[float]] = {key: [] for key in ("J-M", "J-R", "J-D", "F-M", "F-R", "F-D")}
     per_object: dict[str, dict[str, float]] = {}
+    too_short: dict[str, int] = {}
     num_frames, seconds = 0, 0.0
-    iterator = seqs
+    iterator: Any = seqs
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(seqs, desc="DAVIS", unit="seq")
     for seq in iterator:
+        if len(seq.frames) < MIN_FRAMES:
+            too_short[seq.name] = len(seq.frames)
+            print(f"DAVIS: sequence {seq.name!r} has {len(seq.frames)} frame(s); scoring needs at least {MIN_FRAMES} "
+                  "(first and last frames are not scored): not scored, listed under too_short", flush=True)
+            continue
         frames = read_frames(seq.frames)
         frame_size = tuple(frames.shape[1:3])
         gt_and_palettes = [read_annotation(p, frame_size) for p in seq.annotations]
         gt = np.stack([ids for ids, _ in gt_and_palettes])
         palette = gt_and_palettes[0][1] or davis_palette().reshape(-1).tolist()
-        object_ids = gt[0][gt[0] != VOID_LABEL]
-        num_objects = int(object_ids.max()) if object_ids.size else 0
-        if num_objects == 0:
-            raise ValueError(f"first annotation {seq.annotations[0]} contains no object (ids 1-254)")
+        num_objects = object_ids(seq.annotations, gt)
 
         start = time.perf_counter()
-        pred = predict_sequence(encoder, frames, gt[0], num_objects, size=size, n_context=n_context,
-                                radius=radius, topk=topk, temperature=temperature)
+        pred = predict_sequence(encoder, frames, gt[0], num_objects, size=size, **settings)
         seconds += time.perf_counter() - start
         num_frames += len(seq.frames)
 
         if save_masks:
-            seq_dir = output_dir / seq.name
-            seq_dir.mkdir(parents=True, exist_ok=True)
             for frame_path, ids in zip(seq.frames, pred):
-                write_annotation(seq_dir / f"{frame_path.stem}.png", ids, palette)
+                write_annotation(out.path(seq.name, f"{frame_path.stem}.png"), ids, palette)
 
         j, f = score_sequence(pred, gt, num_objects)
         for obj in range(num_objects):
@@ -274,13 +339,15 @@ def evaluate_davis(
             for key, value in zip(stats, (jm, jr, jd, fm, fr, fd)):
                 stats[key].append(value)
             per_object[f"{seq.name}_{obj + 1}"] = {"J-Mean": jm, "F-Mean": fm}
+    if not per_object:
+        raise ValueError(f"no DAVIS sequence could be scored: all are shorter than {MIN_FRAMES} frames ({too_short})")
 
     def mean(values: list[float]) -> float:
         finite = [v for v in values if not math.isnan(v)]
         return float(np.mean(finite)) if finite else math.nan
 
     j_mean, f_mean = mean(stats["J-M"]), mean(stats["F-M"])
-    summary: dict[str, Any] = {
+    return {
         "J&F-Mean": (j_mean + f_mean) / 2,
         "J-Mean": j_mean,
         "J-Recall": mean(stats["J-R"]),
@@ -288,16 +355,10 @@ def evaluate_davis(
         "F-Mean": f_mean,
         "F-Recall": mean(stats["F-R"]),
         "F-Decay": mean(stats["F-D"]),
-        "num_sequences": len(seqs),
+        "num_sequences": len(seqs) - len(too_short),
         "num_objects": len(per_object),
+        "too_short": too_short,
         "per_object": per_object,
-        "settings": {"n_context": n_context, "radius": radius, "topk": topk, "temperature": temperature,
-                     "size": list(size), "split": split, "resolution": resolution},
+        "settings": {**settings, "size": list(size)},
         "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
     }
-    global_keys = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
-    write_csv(output_dir / f"global_results-{split}.csv", global_keys, [[summary[k] for k in global_keys]], decimals=3)
-    write_csv(output_dir / f"per-sequence_results-{split}.csv", ["Sequence", "J-Mean", "F-Mean"],
-              [[name, v["J-Mean"], v["F-Mean"]] for name, v in per_object.items()], decimals=3)
-    write_summary(output_dir / "summary.json", summary)
-    return summary

@@ -60,6 +60,7 @@ from co_settle_hf.data.frames import list_images
 
 from .davis import read_frames
 from .features import DenseEncoder, extract_video_features, fit_to_patches
+from .outputs import OutputFolder, open_output
 from .propagation import propagate_labels
 from .results import write_csv, write_summary
 
@@ -303,7 +304,7 @@ def predict_joints(
 def evaluate_jhmdb(
     encoder: DenseEncoder,
     root: str | Path,
-    output_dir: str | Path,
+    output_dir: str | Path | OutputFolder,
     *,
     list_file: str | Path | None = None,
     size: tuple[int, int] = (320, 320),
@@ -314,6 +315,7 @@ def evaluate_jhmdb(
     thresholds: Sequence[float] = (0.1, 0.2),
     count_lost_as_miss: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Label-propagation JHMDB evaluation of ``encoder`` (protocol in the module docstring).
 
@@ -321,8 +323,18 @@ def evaluate_jhmdb(
     ``per-video_results.csv`` (one row per video) under ``output_dir``; returns the summary.
     """
     videos = list_jhmdb_videos(root, list_file)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_output(output_dir, [root], overwrite) as out:
+        summary = _evaluate_videos(encoder, videos, size=size, n_context=n_context, radius=radius, topk=topk,
+                                   temperature=temperature, thresholds=thresholds,
+                                   count_lost_as_miss=count_lost_as_miss, progress=progress)
+        rows = summary.pop("per_video")
+        write_csv(out.path("per-video_results.csv"), ["video", "frames", *(f"PCK@{a:g}" for a in thresholds)], rows)
+        write_summary(out.path("summary.json"), summary)
+    return summary
+
+
+def _evaluate_videos(encoder, videos, *, size, n_context, radius, topk, temperature, thresholds,
+                     count_lost_as_miss, progress) -> dict[str, Any]:
     size = fit_to_patches(tuple(size), int(encoder.patch_size))
 
     all_distances, rows = [], []
@@ -332,7 +344,11 @@ def evaluate_jhmdb(
         from tqdm.auto import tqdm
 
         iterator = tqdm(videos, desc="JHMDB", unit="video")
+    too_short: dict[str, int] = {}
     for video in iterator:
+        if len(video.frames) < 2:
+            too_short[video.name] = len(video.frames)
+            continue
         gt = read_joint_positions(video.joints)
         if gt.shape[0] != len(video.frames):
             raise ValueError(f"joint file {video.joints} has {gt.shape[0]} frames but {video.frames[0].parent} "
@@ -352,21 +368,23 @@ def evaluate_jhmdb(
         all_distances.append(distances)
         rows.append([video.name, len(video.frames), *pck_from_distances(distances, thresholds).values()])
 
+    if not all_distances:
+        raise ValueError(f"no JHMDB video could be scored: each needs at least 2 frames ({too_short})")
     pooled = np.concatenate(all_distances)
     summary: dict[str, Any] = pck_from_distances(pooled, thresholds)
     summary["per_joint"] = {
         name: pck_from_distances(pooled[:, j], thresholds) for j, name in enumerate(JOINT_NAMES)
     }
     summary.update({
-        "num_videos": len(videos),
+        "num_videos": len(videos) - len(too_short),
+        "too_short": too_short,
         "num_scored": int((~np.isnan(pooled)).sum()),
         "lost_joints": lost,
         "settings": {"size": list(size), "n_context": n_context, "radius": radius, "topk": topk,
                      "temperature": temperature, "sigma": SIGMA, "peak_topk": PEAK_TOPK,
                      "thresholds": list(thresholds), "count_lost_as_miss": count_lost_as_miss},
         "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
+        "per_video": rows,
     })
-    write_csv(output_dir / "per-video_results.csv", ["video", "frames", *(f"PCK@{a:g}" for a in thresholds)], rows)
-    write_summary(output_dir / "summary.json", summary)
     return summary
 

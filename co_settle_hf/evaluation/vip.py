@@ -49,6 +49,7 @@ from co_settle_hf.data.frames import list_images
 from .davis import read_annotation, read_frames
 from .features import DenseEncoder, extract_video_features, fit_to_patches
 from .jhmdb import read_list_file, resolve_in_root
+from .outputs import OutputFolder, check_name, open_output
 from .propagation import labels_to_onehot, propagate_labels, resize_ids, upsample_and_argmax
 from .results import write_csv, write_summary
 
@@ -103,13 +104,13 @@ def list_vip_videos(root: str | Path, list_file: str | Path | None = None) -> li
     for number, tokens in read_list_file(list_file):
         where = f"{list_file}, line {number}"
         if len(tokens) == 1:
-            name = tokens[0].strip("/")
+            name = check_name(tokens[0].rstrip("/"), where)
             image_dir, label_dir = root / "Images" / name, root / "Annotations" / "Category_ids" / name
         elif len(tokens) == 2:
             first, second = tokens if "Annotations" not in Path(tokens[0]).parts else tokens[::-1]
             image_dir = resolve_in_root(root, first, ("Images", "Annotations"))
             label_dir = resolve_in_root(root, second, ("Images", "Annotations"))
-            name = image_dir.name
+            name = check_name(image_dir.name, where)
         else:
             raise ValueError(f"{where}: expected '<video>' or '<images folder> <annotations folder>', "
                              f"got {len(tokens)} fields")
@@ -193,7 +194,7 @@ def propagate_parsing(
 def evaluate_vip(
     encoder: DenseEncoder,
     root: str | Path,
-    output_dir: str | Path,
+    output_dir: str | Path | OutputFolder,
     *,
     list_file: str | Path | None = None,
     long_side: int = 880,
@@ -205,6 +206,7 @@ def evaluate_vip(
     include_first_frame: bool = True,
     save_masks: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Label-propagation VIP evaluation of ``encoder`` (protocol in the module docstring).
 
@@ -214,8 +216,14 @@ def evaluate_vip(
     ``<video>/<frame>.png``. Returns the summary.
     """
     videos = list_vip_videos(root, list_file)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_output(output_dir, [root], overwrite) as out:
+        return _evaluate_videos(encoder, videos, out, long_side=long_side, n_context=n_context, radius=radius,
+                                topk=topk, temperature=temperature, num_classes=num_classes,
+                                include_first_frame=include_first_frame, save_masks=save_masks, progress=progress)
+
+
+def _evaluate_videos(encoder, videos, out, *, long_side, n_context, radius, topk, temperature, num_classes,
+                     include_first_frame, save_masks, progress) -> dict[str, Any]:
     patch = int(encoder.patch_size)
     total = np.zeros((num_classes, num_classes), dtype=np.int64)
     rows, sizes = [], set()
@@ -244,8 +252,7 @@ def evaluate_vip(
                 if t >= first_scored:
                     conf += confusion_matrix(ids, torch.from_numpy(gt[t].astype(np.int64)), num_classes)
                 if save_masks:
-                    (output_dir / video.name).mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(ids.numpy().astype(np.uint8)).save(output_dir / video.name / f"{video.annotations[t].stem}.png")
+                    Image.fromarray(ids.numpy().astype(np.uint8)).save(out.path(video.name, f"{video.annotations[t].stem}.png"))
         seconds += time.perf_counter() - start
         num_frames += len(video.frames)
         total += conf
@@ -264,7 +271,7 @@ def evaluate_vip(
                      "include_first_frame": include_first_frame},
         "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
     }
-    write_csv(output_dir / "per-video_results.csv", ["video", "frames", "mIoU", "pixel_accuracy"], rows)
-    write_csv(output_dir / "confusion_matrix.csv", ["gt \\ pred", *names], ([name, *counts.tolist()] for name, counts in zip(names, total)))
-    write_summary(output_dir / "summary.json", summary)
+    write_csv(out.path("per-video_results.csv"), ["video", "frames", "mIoU", "pixel_accuracy"], rows)
+    write_csv(out.path("confusion_matrix.csv"), ["gt \\ pred", *names], ([name, *counts.tolist()] for name, counts in zip(names, total)))
+    write_summary(out.path("summary.json"), summary)
     return summary

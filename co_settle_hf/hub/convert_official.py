@@ -2,8 +2,8 @@
 
 Their `.pth` files hold the whole training state; the projection sits under
 `adapter.adapter.` as `adapter_linear` (linear variant) or `adapter_linear1..3` (MLP variants)
-plus `adapter_layer_norm1`, possibly behind a DDP `module.` prefix. Files are read with
-`weights_only=True`: a checkpoint is never unpickled as code.
+plus `adapter_layer_norm1`, possibly behind a DDP `module.` prefix and, for CLIP, `visual.`.
+Files are read by `official.reading.read_checkpoint`: weights-only, bounded, never run as code.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 
 from ..backbones.encoder import BackboneEncoder
 from ..modeling_co_settle import CoSettleModel
+from ..official.reading import CheckpointReadError, read_checkpoint
 
 PREFIX = "adapter.adapter."
 _LINEAR = re.compile(r"^adapter_linear(\d*)\.(weight|bias)$")
@@ -34,7 +35,7 @@ def extract_projection(checkpoint: dict[str, Any], source: str = "checkpoint") -
             state = state[key]
     found: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        name = name.removeprefix("module.")
+        name = name.removeprefix("module.").removeprefix("visual.")
         if not name.startswith(PREFIX) or not torch.is_tensor(tensor):
             continue
         local = name[len(PREFIX):]
@@ -47,7 +48,7 @@ def extract_projection(checkpoint: dict[str, Any], source: str = "checkpoint") -
     if not linears or "projection.norm.weight" not in found:
         raise OfficialCheckpointError(
             f"{source} holds no Co-Settle projection (expected keys {PREFIX}adapter_linear[1-3].* and "
-            f"{PREFIX}adapter_layer_norm1.*, optionally behind 'module.')."
+            f"{PREFIX}adapter_layer_norm1.*, optionally behind 'module.' or 'visual.')."
         )
     kind = {1: "linear", 2: "mlp2", 3: "mlp3"}.get(len(linears))
     if kind is None or linears != {str(i) for i in range(len(linears))}:
@@ -61,9 +62,9 @@ def convert_official_checkpoint(checkpoint_path: str | Path, backbone: str | Bac
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for foreign or damaged files
-        raise OfficialCheckpointError(f"{path} could not be read as a weights-only PyTorch checkpoint: {error}") from None
+        checkpoint = read_checkpoint(path)
+    except CheckpointReadError as error:
+        raise OfficialCheckpointError(str(error)) from None
     if not isinstance(checkpoint, dict):
         raise OfficialCheckpointError(f"{path} does not hold a state dict.")
     kind, state = extract_projection(checkpoint, str(path))

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("outputs, checkpoints and tracking")
     run.add_argument("--output-dir", required=True)
+    run.add_argument("--overwrite-output-dir", action="store_true",
+                     help="Let a fresh run replace the checkpoints, log and adapter of an earlier run in --output-dir.")
     run.add_argument("--checkpointing-steps", default=None, help="Save state every N optimizer steps, or 'epoch'.")
     run.add_argument("--resume-from-checkpoint", default=None, help="A checkpoint folder, or 'latest'.")
     run.add_argument("--logging-steps", type=int, default=10)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
-import shutil
 import time
 from collections.abc import Sequence as SequenceABC
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
@@ -42,9 +40,13 @@ from ..data import (
 from ..modeling_co_settle import CoSettleModel
 from .forward import training_forward
 from .arguments import parse_args
+from .checkpointing import RUN_STATE, list_checkpoints, load_checkpoint, read_json, save_checkpoint
+from .run_folder import RunLock, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
+from .settings import APPLIED, REPLAYED, describe, differences, public
 
 logger = logging.getLogger(__name__)
 MIN_SAMPLES_FOR_BAD_CHECK = 200
+ALL_BAD_STOP = 8  # this many samples, all unreadable, from the start of an epoch: stop at once
 METRICS = ("loss", "cycle_loss", "separability_loss", "cycle_accuracy", "cycle_identity_similarity")
 
 
@@ -128,48 +130,65 @@ def load_backbone(args: Any) -> BackboneEncoder:
         raise SystemExit(f"--backbone {args.backbone}: {error}") from None
 
 
-CHECKPOINT = re.compile(r"^step_(\d+)$")
-RUN_STATE = "co_settle_run.json"
+def logged_step(line: str) -> float:
+    """The step of a log line; a line a killed run left half-written counts as never logged."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
-def run_settings(args: Any, accelerator: Accelerator) -> dict[str, Any]:
-    """What must match for a resumed run to replay the same data in the same order."""
-    return {"processes": accelerator.num_processes, "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
-            "clip_repeats": args.clip_repeats}
+def on_main(accelerator: Accelerator, action: Any) -> None:
+    """Run `action` on the main process; a refusal there stops every process with its message."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            action()
+        except SystemExit as refusal:
+            error = str(refusal)
+    if accelerator.num_processes > 1:
+        box = [error]
+        broadcast_object_list(box)
+        error = box[0]
+    if error:
+        raise SystemExit(error)
 
 
-def find_checkpoint(output_dir: Path, resume: str) -> tuple[Path, int]:
-    """The checkpoint folder to resume from and its optimizer step."""
+def run_settings(args: Any, accelerator: Accelerator, backbone: BackboneEncoder, dataset: Any, **derived: Any) -> dict[str, Any]:
+    """Every setting of this run as it is recorded in checkpoints, the card and trackers (no secrets)."""
+    source = args.dataset_name or args.train_dir or args.train_list
+    if Path(source).exists():
+        source = str(Path(source).resolve())
+    settings = public(vars(args))
+    settings.update(
+        processes=accelerator.num_processes, data=source, clips=len(dataset) if hasattr(dataset, "__len__") else "streamed",
+        backbone_revision=backbone.revision, hidden_size=backbone.hidden_size, mixed_precision=accelerator.mixed_precision,
+        **derived,
+    )
+    return settings
+
+
+def choose_checkpoint(output_dir: Path, resume: str, settings: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from: `latest` is the newest one written with this run's settings."""
     if resume == "latest":
-        found = [(int(m.group(1)), p) for p in (output_dir / "checkpoints").glob("step_*") if (m := CHECKPOINT.match(p.name))]
+        found = list_checkpoints(output_dir)
         if not found:
             raise SystemExit(f"--resume-from-checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}")
-        step, path = max(found)
-        return path, step
-    path = Path(resume)
-    if not (path / RUN_STATE).is_file():
-        raise SystemExit(f"--resume-from-checkpoint: {path} is not a co-settle checkpoint folder (no {RUN_STATE})")
-    return path, json.loads((path / RUN_STATE).read_text())["step"]
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, settings: dict[str, Any]) -> Path:
-    """Accelerate state (projection, optimizer, scheduler, RNG) under checkpoints/step_N.
-
-    Written to a temporary folder first and renamed when complete, so an interrupted save never
-    looks like a checkpoint to `--resume-from-checkpoint latest`.
-    """
-    final = output_dir / "checkpoints" / f"step_{step}"
-    partial = final.with_name(final.name + ".partial")
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / RUN_STATE).write_text(json.dumps({"step": step, **settings}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-    accelerator.wait_for_everyone()
-    return final
+        records = [(path, read_json(path / RUN_STATE)) for _, path in found]
+        for path, record in records:
+            if not differences(record.get("settings", {}), settings, REPLAYED):
+                return path, record
+        path, record = records[0]
+    else:
+        path = Path(resume)
+        if not (path / RUN_STATE).is_file():
+            raise SystemExit(f"--resume-from-checkpoint: {path} is not a co-settle checkpoint folder (no {RUN_STATE})")
+        record = read_json(path / RUN_STATE)
+    changed = differences(record.get("settings", {}), settings, REPLAYED)
+    if changed:
+        raise SystemExit(f"--resume-from-checkpoint {resume}: {path} was written by a run with other settings, "
+                         f"which a resume cannot change (saved -> now): {describe(changed)}")
+    return path, record
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -191,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     # Everything that can fail on bad arguments fails here, before any training work.
     backbone = load_backbone(args)
-    if backbone.position_kind == "relative" and not args.no_pea:
+    if not backbone.supports_pea and not args.no_pea:
         raise SystemExit(f"--backbone {args.backbone}: {backbone.family.name} has only a relative position bias, "
                          "so PEA has nothing to augment: pass --no-pea")
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.imagenet_normalization else (backbone.image_mean, backbone.image_std)
@@ -241,126 +260,144 @@ def main(argv: Sequence[str] | None = None) -> Path:
         warmup = round(max_steps * args.warmup_epochs / args.num_train_epochs)
     else:
         warmup = int(args.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(max(warmup, 1), max_steps), max_steps))
+    warmup = min(max(warmup, 1), max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, max_steps))
 
     # The scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step
-    # it once per process), and registered so checkpoints still hold it.
+    # it once per process); checkpoints hold it as JSON (see checkpointing.py).
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
     print(f"co-settle: process {accelerator.process_index} of {accelerator.num_processes} on {accelerator.device}", flush=True)
-    if args.with_tracking:
-        accelerator.init_trackers("co_settle", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+    settings = run_settings(args, accelerator, backbone, dataset, learning_rate=learning_rate, warmup_steps=warmup, max_steps=max_steps)
 
-    step = 0
-    settings = run_settings(args, accelerator)
-    if args.resume_from_checkpoint:
-        checkpoint, step = find_checkpoint(output_dir, args.resume_from_checkpoint)
-        saved = json.loads((checkpoint / RUN_STATE).read_text()) if (checkpoint / RUN_STATE).is_file() else {}
-        changed = {k: (saved[k], v) for k, v in settings.items() if k in saved and saved[k] != v}
-        if changed:
-            raise SystemExit(f"--resume-from-checkpoint {checkpoint}: these settings differ from the checkpoint's "
-                             f"(saved, now): {changed}; a resumed run must replay the same batches")
-        accelerator.print(f"Resuming from {checkpoint} (step {step})")
-        accelerator.load_state(str(checkpoint))
+    lock = RunLock(output_dir)
+    on_main(accelerator, lock.acquire)
+    try:
+        on_main(accelerator, lambda: clean_leftovers(output_dir))
+        if not args.resume_from_checkpoint:
+            on_main(accelerator, lambda: prepare_fresh_folder(output_dir, args.overwrite_output_dir))
+        if args.with_tracking:
+            accelerator.init_trackers("co_settle", config={k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))})
+        step, counts, changes = 0, (0, 0), []
+        if args.resume_from_checkpoint:
+            checkpoint, record = choose_checkpoint(output_dir, args.resume_from_checkpoint, settings)
+            applied = differences(record["settings"], settings, APPLIED)
+            if applied:
+                accelerator.print(f"Resuming with changed settings, applied from step {record['step']}: {describe(applied)}")
+            changes = [*record.get("changes", []), *([{"step": record["step"], **applied}] if applied else [])]
+            accelerator.print(f"Resuming from {checkpoint} (step {record['step']})")
+            load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
+            step, counts = record["step"], (record.get("bad_samples", 0), record.get("samples_seen", 0))
+        log_path = output_dir / "train_log.jsonl"
+        if accelerator.is_main_process:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            # The log holds this run only: steps up to the checkpoint resumed from, then the new ones.
+            kept = [line for line in log_path.read_text().splitlines() if logged_step(line) <= step] if step and log_path.exists() else []
+            log_path.write_text("".join(line + "\n" for line in kept))
+        progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="co-settle", unit="step")
+        bad_total, seen_total = counts
+        started, samples_done = time.perf_counter(), 0
+        last_good_checkpoint: Path | None = None
 
-    log_path = output_dir / "train_log.jsonl"
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        # The log holds this run only: steps up to the checkpoint resumed from, then the new ones.
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step] if step and log_path.exists() else []
-        log_path.write_text("".join(line + "\n" for line in kept))
-    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="co-settle", unit="step")
-    bad_total = seen_total = 0
-    started, samples_done = time.perf_counter(), 0
-    last_good_checkpoint: Path | None = None
-
-    for epoch in range(step // steps_per_epoch, num_epochs):
-        # Accelerate's loader re-applies its own epoch counter to the sampler and dataset at each
-        # pass; set it (it forwards to both) so a resumed run draws exactly the same pairs.
-        loader.set_epoch(epoch)
-        skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-        batches = accelerator.skip_first_batches(loader, skip) if skip and not args.streaming else loader
-        epoch_bad = epoch_seen = batch_count = 0
-        window = torch.zeros(len(METRICS) + 1, device=accelerator.device)  # metric sums of one optimizer step
-        for frames, num_bad in batches:
-            batch_count += 1
-            weight = 1.0
-            if frames is None:
-                # Every sample of this batch was unreadable (each is counted). Still take part in the
-                # step, with zero weight, so processes stay in lockstep and steps stay aligned to batches.
-                frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
-                weight = 0.0
-            with accelerator.accumulate(model):
-                out = training_forward(model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
-                values = torch.stack([getattr(out, name).detach().float() for name in METRICS])
-                local = torch.cat([values * weight if weight else torch.zeros_like(values),
-                                   values.new_tensor([weight, num_bad, args.per_device_train_batch_size])])
-                totals = accelerator.reduce(local, "sum")  # one collective for metrics and bad-data counts
-                if not torch.isfinite(totals).all():
-                    where = f"; the last good checkpoint ({last_good_checkpoint}) is kept" if last_good_checkpoint else ""
-                    loss = float(totals[0] / totals[len(METRICS)].clamp(min=1.0))
-                    raise FloatingPointError(f"Loss became {loss} at step {step}: training stopped, nothing saved{where}.")
-                accelerator.backward(out.loss * weight)
-                optimizer.step()
-                optimizer.zero_grad()
-            window += totals[: len(METRICS) + 1]
-            epoch_bad, epoch_seen = epoch_bad + int(totals[-2]), epoch_seen + int(totals[-1])
-            if epoch_seen >= MIN_SAMPLES_FOR_BAD_CHECK:  # stop early on a broken source, not on noise
+        for epoch in range(step // steps_per_epoch, num_epochs):
+            # Accelerate's loader re-applies its own epoch counter to the sampler and dataset at each
+            # pass; set it (it forwards to both) so a resumed run draws exactly the same pairs.
+            loader.set_epoch(epoch)
+            skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+            batches = accelerator.skip_first_batches(loader, skip) if skip and not args.streaming else loader
+            epoch_bad = epoch_seen = batch_count = 0
+            window = torch.zeros(len(METRICS) + 1, device=accelerator.device)  # metric sums of one optimizer step
+            for frames, num_bad in batches:
+                batch_count += 1
+                weight = 1.0
+                if frames is None:
+                    # Every sample of this batch was unreadable (each is counted). Still take part in the
+                    # step, with zero weight, so processes stay in lockstep and steps stay aligned to batches.
+                    frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
+                    weight = 0.0
+                with accelerator.accumulate(model):
+                    out = training_forward(model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
+                    values = torch.stack([getattr(out, name).detach().float() for name in METRICS])
+                    local = torch.cat([values * weight if weight else torch.zeros_like(values),
+                                       values.new_tensor([weight, num_bad, args.per_device_train_batch_size])])
+                    totals = accelerator.reduce(local, "sum")  # one collective for metrics and bad-data counts
+                    if not torch.isfinite(totals).all():
+                        where = f"; the last good checkpoint ({last_good_checkpoint}) is kept" if last_good_checkpoint else ""
+                        loss = float(totals[0] / totals[len(METRICS)].clamp(min=1.0))
+                        raise FloatingPointError(f"Loss became {loss} at step {step}: training stopped, nothing saved{where}.")
+                    accelerator.backward(out.loss * weight)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                window += totals[: len(METRICS) + 1]
+                epoch_bad, epoch_seen = epoch_bad + int(totals[-2]), epoch_seen + int(totals[-1])
+                # Stop early on a broken source, not on noise; at once when nothing could be read yet.
+                if epoch_seen >= MIN_SAMPLES_FOR_BAD_CHECK or (epoch_bad == epoch_seen >= ALL_BAD_STOP):
+                    check_bad_fraction(epoch_bad, epoch_seen)
+                samples_done += len(frames) * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                mean_values = window[:-1] / window[-1].clamp(min=1.0)  # over the micro-batches that had data
+                window.zero_()
+                scheduler.step()
+                step += 1
+                progress.update(1)
+                rate = samples_done / (time.perf_counter() - started)
+                progress.set_postfix(loss=f"{float(mean_values[0]):.4f}", cyc_acc=f"{float(mean_values[3]):.3f}", pairs_s=f"{rate:.1f}")
+                if step % args.logging_steps == 0 or step == max_steps:
+                    record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "pairs_per_s": rate}
+                    record.update({name: float(v) for name, v in zip(METRICS, mean_values)})
+                    accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+                    if accelerator.is_main_process:
+                        with log_path.open("a") as handle:
+                            handle.write(json.dumps(record) + "\n")
+                if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
+                    last_good_checkpoint = save_checkpoint(accelerator, model, optimizer, scheduler, output_dir, step, {
+                        "settings": settings, "changes": changes, "bad_samples": bad_total + epoch_bad,
+                        "samples_seen": seen_total + epoch_seen})
+                if step >= max_steps:
+                    break
+            bad_total, seen_total = bad_total + epoch_bad, seen_total + epoch_seen
+            if not skip and not args.streaming and batch_count == len(loader):  # a complete epoch, whatever its size
                 check_bad_fraction(epoch_bad, epoch_seen)
-            samples_done += len(frames) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            mean_values = window[:-1] / window[-1].clamp(min=1.0)  # over the micro-batches that had data
-            window.zero_()
-            scheduler.step()
-            step += 1
-            progress.update(1)
-            rate = samples_done / (time.perf_counter() - started)
-            progress.set_postfix(loss=f"{float(mean_values[0]):.4f}", cyc_acc=f"{float(mean_values[3]):.3f}", pairs_s=f"{rate:.1f}")
-            if step % args.logging_steps == 0 or step == max_steps:
-                record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "pairs_per_s": rate}
-                record.update({name: float(v) for name, v in zip(METRICS, mean_values)})
-                accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
-                if accelerator.is_main_process:
-                    with log_path.open("a") as handle:
-                        handle.write(json.dumps(record) + "\n")
-            if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
-                last_good_checkpoint = save_checkpoint(accelerator, output_dir, step, settings)
+            if args.checkpointing_steps == "epoch":
+                last_good_checkpoint = save_checkpoint(accelerator, model, optimizer, scheduler, output_dir, step, {
+                    "settings": settings, "changes": changes, "bad_samples": bad_total, "samples_seen": seen_total})
             if step >= max_steps:
                 break
-        bad_total, seen_total = bad_total + epoch_bad, seen_total + epoch_seen
-        if not skip and not args.streaming and batch_count == len(loader):  # a complete epoch, whatever its size
-            check_bad_fraction(epoch_bad, epoch_seen)
-        if args.checkpointing_steps == "epoch":
-            last_good_checkpoint = save_checkpoint(accelerator, output_dir, step, settings)
-        if step >= max_steps:
-            break
-    progress.close()
+        progress.close()
+        if seen_total:  # the 5 % rule over the whole run, however short
+            check_bad_fraction(bad_total, seen_total)
 
-    elapsed = time.perf_counter() - started
-    summary = {
-        "backbone": args.backbone, "backbone_revision": backbone.revision,
-        "data": args.dataset_name or args.train_dir or args.train_list, "clips": len(dataset) if sampler else "streamed",
-        "steps": step, "epochs": num_epochs, "global_batch_size": global_batch, "learning_rate": learning_rate,
-        "warmup_steps": warmup, "weight_decay": args.weight_decay, "betas": "(0.9, 0.95)",
-        "mixed_precision": accelerator.mixed_precision, "processes": accelerator.num_processes, "seed": args.seed,
-        "bad_samples_skipped": bad_total, "samples_seen": seen_total,
-        "train_seconds": round(elapsed, 1), "pairs_per_second": round(samples_done / max(elapsed, 1e-9), 2),
-    }
-    accelerator.print(f"Finished {step} steps in {elapsed:.0f} s; {bad_total} bad sample(s) of {seen_total} skipped.")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        adapter = accelerator.unwrap_model(model)
-        adapter.save_pretrained(output_dir, model_card={"training": summary})
-        (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
-        if args.push_to_hub:
-            commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
-                                         commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary},
-                                         push_backbone=args.hub_push_backbone or None)
-            accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
-    accelerator.end_training()
+        elapsed = time.perf_counter() - started
+        summary = {
+            "backbone": args.backbone, "backbone_revision": backbone.revision,
+            "data": args.dataset_name or args.train_dir or args.train_list, "clips": len(dataset) if sampler else "streamed",
+            "steps": step, "epochs": num_epochs, "global_batch_size": global_batch, "learning_rate": learning_rate,
+            "warmup_steps": warmup, "weight_decay": args.weight_decay, "betas": "(0.9, 0.95)",
+            "mixed_precision": accelerator.mixed_precision, "processes": accelerator.num_processes, "seed": args.seed,
+            "bad_samples_skipped": bad_total, "samples_seen": seen_total,
+            **({"changed_on_resume": changes} if changes else {}),
+            "train_seconds": round(elapsed, 1), "pairs_per_second": round(samples_done / max(elapsed, 1e-9), 2),
+        }
+        accelerator.print(f"Finished {step} steps in {elapsed:.0f} s; {bad_total} bad sample(s) of {seen_total} skipped.")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            adapter = accelerator.unwrap_model(model)
+
+            def write(folder: Path) -> None:
+                adapter.save_pretrained(folder, model_card={"training": summary})
+                (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
+
+            save_adapter_atomically(output_dir, write)
+            if args.push_to_hub:
+                commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
+                                             commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary},
+                                             push_backbone=args.hub_push_backbone or None)
+                accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
+        accelerator.end_training()
+    finally:
+        if accelerator.is_main_process:
+            lock.release()
     return output_dir
-
 
 
 def cli_main(argv: list[str]) -> None:
