@@ -341,3 +341,16 @@ def test_a_hand_written_card_is_kept_and_completed(vit_adapter, tmp_path):
     assert card.text.startswith("# My adapter\n\nWritten by hand.")
     assert card.data.license == "mit" and {"mine", "co-settle"} <= set(card.data.tags)
     assert "## Training" in card.text and "| steps | 7 |" in card.text
+
+
+@pytest.mark.parametrize("family", ["dinov2", "siglip_vision_model", "dinov3_vit"])
+def test_bf16_loading_and_pipeline_per_family(family, tmp_path, picture):
+    from transformers import pipeline
+
+    CoSettleModel.from_backbone(str(save_backbone(family, tmp_path / "base")), image_size=64).save_pretrained(tmp_path / "adapter")
+    model = CoSettleModel.from_pretrained(tmp_path / "adapter", dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    extractor = pipeline("image-feature-extraction", model=str(tmp_path / "adapter"), dtype=torch.bfloat16)
+    features = extractor(picture, return_tensors=True)
+    grid = 64 // model.config.patch_size
+    assert features.dtype == torch.bfloat16 and features.shape == (1, grid * grid, 32) and torch.isfinite(features).all()
