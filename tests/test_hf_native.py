@@ -17,8 +17,9 @@ from co_settle_hf import CoSettleModel
 from co_settle_hf.modeling_co_settle import AdapterLoadError, LocalBaseError
 
 
-def test_bundled_backbone_loads_from_the_adapter_folder_alone(tmp_path):
-    base = save_backbone("vit", tmp_path / "base")
+@pytest.mark.parametrize("family", ["vit", "clip", "vit_mae", "dinov3_vit"])  # clip: the tower of a full checkpoint
+def test_bundled_backbone_loads_from_the_adapter_folder_alone(family, tmp_path):
+    base = save_backbone(family, tmp_path / "base")
     adapter = CoSettleModel.from_backbone(str(base))
     x = torch.randn(1, 3, 64, 96)
     expected = adapter(x).features
