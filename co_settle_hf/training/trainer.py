@@ -384,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
             adapter = accelerator.unwrap_model(model)
 
             def write(folder: Path) -> None:
-                adapter.save_pretrained(folder, model_card={"training": summary})
+                adapter.save_pretrained(folder, model_card={"training": summary},
+                                             push_backbone=args.hub_push_backbone or None)
                 (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
 
             save_adapter_atomically(output_dir, write)
