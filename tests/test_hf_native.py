@@ -355,3 +355,12 @@ def test_bf16_loading_and_pipeline_per_family(family, tmp_path, picture):
     features = extractor(picture, return_tensors=True)
     grid = 64 // model.config.patch_size
     assert features.dtype == torch.bfloat16 and features.shape == (1, grid * grid, 32) and torch.isfinite(features).all()
+
+
+def test_a_card_with_broken_metadata_is_saved_unchanged(vit_adapter, tmp_path, caplog):
+    _, folder = vit_adapter
+    broken = "---\nlicense: [mit\n---\n# Mine\n"
+    (folder / "README.md").write_text(broken)
+    with caplog.at_level("WARNING", logger="co_settle_hf.hub.model_card"):
+        CoSettleModel.from_pretrained(folder).save_pretrained(tmp_path / "resaved")
+    assert (tmp_path / "resaved" / "README.md").read_text() == broken and "cannot be parsed" in caplog.text
