@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,10 +22,8 @@ import transformers
 from torch import Tensor, nn
 
 from .families import BackboneFamily, family_for
-from .positions import POSITION_INTERPOLATIONS, interpolation
 from .inputs import check_pixel_values
-
-logger = logging.getLogger(__name__)
+from .positions import POSITION_INTERPOLATIONS, interpolation
 
 
 class PEAUnavailableError(ValueError):
