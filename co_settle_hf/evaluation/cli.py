@@ -140,9 +140,9 @@ def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: Out
                                long_side=args.long_side, include_first_frame=include, **common)
     if not processes.is_main:
         return {}
-    timing = summary["timing"]
-    print(f"{args.task}: {timing['frames']} frames in {timing['seconds']:.1f} s on the main process "
-          f"({timing['frames_per_second']:.2f} frames/s); feature cache: {timing['cache_hits']} hits, "
+    timing = {**summary["timing"], "processes": processes.world}
+    print(f"{args.task}: {timing['frames']} frames in {timing['seconds']:.1f} s on the main process of "
+          f"{processes.world} ({timing['frames_per_second']:.2f} frames/s); feature cache: {timing['cache_hits']} hits, "
           f"{timing['cache_misses']} misses", flush=True)
     out.path("timing.json").write_text(json.dumps(timing, indent=2, default=float))
     if args.task == "davis":
