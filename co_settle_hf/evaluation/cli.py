@@ -27,16 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="co-settle eval", description="Evaluate an adapter or a bare backbone. "
                                      "Under `accelerate launch -m co_settle_hf.evaluate ...` videos are shared "
                                      "among the processes; the files are those of one process.")
-    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tradeoff"))
+    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tradeoff"),
+                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU) or the consistency-separability trade-off")
     parser.add_argument("--model", required=True, help="adapter or backbone: local path or Hub id")
-    parser.add_argument("--revision", default=None)
-    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
+    parser.add_argument("--data-root", required=True,
+                        help="the benchmark's folder in its official layout (trade-off: a folder of clips)")
     parser.add_argument("--output-dir", required=True,
                         help="where results go; refused inside --data-root, and if it already holds results")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results already in --output-dir (only once the new run has finished)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
-    group = parser.add_argument_group("label propagation (DAVIS, JHMDB, VIP)")
+    group = parser.add_argument_group("label propagation (DAVIS, JHMDB, VIP; a DAVIS sequence needs at least 3 "
+                                      "frames, a JHMDB video 2: shorter ones are listed under too_short)")
     group.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cropmae", help=PROTOCOL_HELP)
     group.add_argument("--topk", type=int, nargs="+", default=None,
                        help="neighbours per node; several values sweep them (default: the protocol's)")
@@ -217,7 +220,8 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
         settings = propagation_settings(args)  # argument errors first
         processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
         output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
-        loaded = load_for_evaluation(args.model, args.revision, args.device or str(processes.device))
+        device = str(processes.device) if args.device in (None, "cuda") else args.device  # cuda:<rank> when launched
+        loaded = load_for_evaluation(args.model, args.revision, device)
         with output as out:
             if args.task == "tradeoff":
                 rows = run_tradeoff(args, loaded, out, processes)

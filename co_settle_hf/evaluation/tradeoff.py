@@ -443,6 +443,19 @@ def analyze_tradeoff(
     return {name: _summarise(name, records, settings) for name in encoders}
 
 
+def tradeoff_of_features(features: Iterable[Tensor], **knobs: Any) -> dict[str, float | int]:
+    """The analysis on features already computed, one (T, h, w, D) tensor per video, streamed.
+
+    What :func:`analyze_tradeoff` does after the backbone (and what ``co-settle bench`` times):
+    per video its D_intra's, cycle accuracy, K sampled patches and Gram matrix, then D_inter.
+    """
+    settings = TradeoffSettings(**knobs)
+    records = [(0, index, {"model": _video_record(f, settings)}) for index, f in enumerate(features)]
+    if len(records) < 2:
+        raise ValueError(f"the trade-off analysis needs at least two videos, got {len(records)}")
+    return _summarise("model", records, settings)
+
+
 def _measure_video(encoders: Mapping[str, DenseEncoder], video: Any, index: int, settings: TradeoffSettings
                    ) -> dict[str, dict[str, Any]]:
     name, frames = _read_video(video, index, settings.num_frames)
