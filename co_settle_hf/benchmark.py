@@ -65,7 +65,7 @@ def vit_small(device: torch.device):
 def bench_step(encoder, batch: int, size: int, repeats: int, device: torch.device) -> list[tuple[str, str, str]]:
     from .modeling_co_settle import CoSettleModel
     from .objective import co_settle_objective
-    from .objective.forward import draw_pea, training_forward
+    from .training.forward import draw_pea, training_forward
 
     model = CoSettleModel.from_backbone(encoder).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))

@@ -15,7 +15,8 @@ COMMANDS = {
     "eval": ("co_settle_hf.evaluation.cli", "DAVIS / JHMDB / VIP propagation and the trade-off analysis"),
     "demo": ("co_settle_hf.demo.run", "the whole method offline on real weights and real footage"),
     "bench": ("co_settle_hf.benchmark", "cost of everything beside the backbone, as ratios"),
-    "convert-official": ("co_settle_hf.hub.convert_official", "import an authors' released .pth checkpoint"),
+    "convert-official": ("co_settle_hf.hub.convert_official", "import the projection of an authors' .pth onto a backbone you name"),
+    "import-official": ("co_settle_hf.official.importing", "one of the paper's eight published models as a self-contained adapter"),
 }
 
 

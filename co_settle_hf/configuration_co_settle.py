@@ -9,7 +9,8 @@ from transformers import PreTrainedConfig
 from .backbones.positions import POSITION_INTERPOLATIONS
 from .projection_init import PROJECTION_INITS
 
-PROJECTIONS = ("linear", "mlp2", "mlp3")
+PROJECTION_DEPTH = {"linear": 1, "mlp2": 2, "mlp3": 3}  # Linear layers of each projection kind
+PROJECTIONS = tuple(PROJECTION_DEPTH)
 SEPARABILITY_KINDS = ("kl", "mse")
 KL_DIRECTIONS = ("code", "paper")
 PEA_MODES = ("random", "center", "edge")
@@ -26,13 +27,20 @@ class CoSettleConfig(PreTrainedConfig):
     Args:
         projection: `linear`, `mlp2` or `mlp3`.
         hidden_size: width D of the backbone's patch tokens (and of the projection).
-        base_model_name_or_path: Hub id or path of the frozen backbone.
-        base_model_revision: the resolved commit of that backbone, so loading is reproducible.
+        base_model_name_or_path: Hub id of the frozen backbone, or the ABSOLUTE path of a local
+            folder (then the adapter loads only where that folder exists). With
+            `base_model_subfolder` set it is informative only (the base the bundled copy came from;
+            None when that was a local folder).
+        base_model_revision: the resolved commit of a Hub backbone, so loading is reproducible.
+        base_model_subfolder: set (to "backbone") when the backbone is bundled with the adapter:
+            a standard transformers `save_pretrained` folder in that subfolder of the adapter's own
+            folder or repository, loaded from the same source at the same revision.
         base_model_type: `model_type` of the backbone's vision tower.
-        patch_size: the backbone's patch size in pixels.
-        num_prefix_tokens: CLS, distillation and register tokens dropped before the projection.
-        image_mean / image_std: normalisation the backbone expects.
-        image_size: training resolution (square).
+        patch_size: the backbone's patch size in pixels (checked when a backbone is attached).
+        num_prefix_tokens: CLS, distillation and register tokens dropped before the projection
+            (checked when a backbone is attached).
+        image_mean / image_std: normalisation the backbone expects (saved in the image processor).
+        image_size: training resolution (square); the image processor resizes to it.
         cycle_temperature: tau of the cycle affinities (named so to stay clear of generation
             settings, which transformers forbids in a model config).
         pool_size: average-pooling kernel and stride on the patch grid for the cycle.
@@ -42,7 +50,8 @@ class CoSettleConfig(PreTrainedConfig):
         separability: `kl` or `mse`.
         kl_direction: `code` = KL(softmax Z || softmax P) as released; `paper` = KL(P || Z).
         separability_weight: lambda in L = L_cyc + lambda * L_reg.
-        frame_gap: delta, the gap between the two frames as a fraction of the clip.
+        frame_gap: delta, the gap between the two frames as a fraction of the clip (recorded for
+            retraining and shown in the model card).
         initializer_range: std of the truncated-normal initialisation of the projection's weights.
         projection_init: how a fresh projection's linears start: `trunc_normal`, `xavier` or
             `default` (PyTorch's), as the released model of each backbone family does.
@@ -61,6 +70,7 @@ class CoSettleConfig(PreTrainedConfig):
         hidden_size: int = 768,
         base_model_name_or_path: str | None = None,
         base_model_revision: str | None = None,
+        base_model_subfolder: str | None = None,
         base_model_type: str | None = None,
         patch_size: int = 16,
         num_prefix_tokens: int = 1,
@@ -98,6 +108,7 @@ class CoSettleConfig(PreTrainedConfig):
         self.hidden_size = hidden_size
         self.base_model_name_or_path = base_model_name_or_path
         self.base_model_revision = base_model_revision
+        self.base_model_subfolder = base_model_subfolder
         self.base_model_type = base_model_type
         self.patch_size = patch_size
         self.num_prefix_tokens = num_prefix_tokens

@@ -1,18 +1,21 @@
 """CoSettleModel: a trained projection on top of a frozen transformers vision backbone.
 
-Only the projection is a registered parameter, so `state_dict`, `save_pretrained`, DDP and the
-optimizer all see the projection alone. The backbone is attached at run time: from the checkpoint
-named in the config (at its pinned commit), or the one the user passes, checked for fit.
+The backbone is a registered, frozen submodule, as PEFT holds its base model: `.to()`, `print(model)`
+and `num_parameters()` see it; gradients, `train()` and the state dict do not. So `model.safetensors`,
+Accelerate checkpoints and the optimizer hold the projection alone. The backbone comes from the
+checkpoint the config names (at its pinned commit), from the adapter's own `backbone/` subfolder when
+it is bundled, or from the user (checked for fit).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -20,35 +23,49 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput, cached_file
+from transformers.utils.hub import extract_commit_hash
 
 from .backbones.encoder import BackboneEncoder, PositionCrop
-from .configuration_co_settle import CoSettleConfig
+from .configuration_co_settle import PROJECTION_DEPTH, CoSettleConfig
+from .image_processing_co_settle import save_image_processor
 from .projection_init import PROJECTION_INITS
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
-AUTO_MODEL_KWARGS = {"adapter_kwargs", "trust_remote_code"}  # passed by AutoModel, meaningless here
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+BACKBONE_SUBFOLDER = "backbone"
+# Passed by AutoModel or pipeline(), meaningless for an adapter whose weights are one small file.
+IGNORED_LOAD_KWARGS = {"adapter_kwargs", "trust_remote_code", "_from_pipeline", "_from_auto", "_commit_hash", "use_safetensors"}
+PUSH_KWARGS = ("commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
 
 
 class AdapterLoadError(OSError):
-    """An adapter folder or repository could not be read."""
+    """An adapter folder or repository could not be read, or its base backbone could not be found."""
 
 
 class BackboneMismatchError(ValueError):
-    """The backbone given does not fit the adapter (width or patch size)."""
+    """The backbone given does not fit the adapter (width, patch size or prefix tokens)."""
+
+
+class LocalBaseError(ValueError):
+    """Pushing an adapter whose base exists only on this machine (use push_backbone=True)."""
 
 
 @dataclass
 class CoSettleOutput(ModelOutput):
-    """Projected and frozen patch features on the patch grid.
+    """Projected and frozen patch features.
 
     Attributes:
-        features: projected features (B, h, w, D), what downstream tasks use.
+        last_hidden_state: projected patch tokens (B, N, D), row-major; what `pipeline` returns.
+        pooler_output: their mean over the patches (B, D), for `pipeline(..., pool=True)`.
+        features: the same projected features on the patch grid (B, h, w, D).
         backbone_features: the frozen backbone's final normed patch tokens (B, h, w, D).
         grid_size: (h, w), the patch grid of the input.
     """
 
+    last_hidden_state: Tensor | None = None
+    pooler_output: Tensor | None = None
     features: Tensor | None = None
     backbone_features: Tensor | None = None
     grid_size: tuple[int, int] | None = None
@@ -59,8 +76,8 @@ class CoSettleProjection(nn.Module):
 
     def __init__(self, hidden_size: int, kind: str = "linear") -> None:
         super().__init__()
-        depth = {"linear": 1, "mlp2": 2, "mlp3": 3}[kind]
-        self.linears = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(depth))
+        self.kind = kind
+        self.linears = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(PROJECTION_DEPTH[kind]))
         self.norm = nn.LayerNorm(hidden_size)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -70,6 +87,9 @@ class CoSettleProjection(nn.Module):
             if index < last or last == 0:  # the single-layer variant keeps its Tanh (released code)
                 tokens = torch.tanh(tokens)
         return self.norm(tokens)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, trainable=True"
 
 
 class CoSettleModel(PreTrainedModel):
@@ -83,10 +103,13 @@ class CoSettleModel(PreTrainedModel):
     def __init__(self, config: CoSettleConfig, backbone: BackboneEncoder | None = None) -> None:
         super().__init__(config)
         self.projection = CoSettleProjection(config.hidden_size, config.projection)
-        self._backbone: BackboneEncoder | None = None
+        self.backbone: BackboneEncoder | None = None
+        self._model_card: str | None = None  # the card read with the adapter, updated on every save
+        self.register_state_dict_post_hook(_drop_backbone_keys)
+        self.register_load_state_dict_post_hook(_ignore_missing_backbone_keys)
+        self.post_init()  # initialises the projection only: the backbone is attached after
         if backbone is not None:
             self.attach_backbone(backbone)
-        self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         # As the released model of the backbone's family initialises its adapter (config.projection_init).
@@ -97,41 +120,55 @@ class CoSettleModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
     # ------------------------------------------------------------------ backbone
-    @property
-    def backbone(self) -> BackboneEncoder:
-        if self._backbone is None:
-            raise RuntimeError("No backbone attached: use from_backbone(...) or from_pretrained(...).")
-        return self._backbone
-
     def attach_backbone(self, backbone: BackboneEncoder) -> None:
-        """Attach a frozen backbone after checking that it fits this projection."""
+        """Hold a frozen backbone after checking that it fits; the projection moves to its device."""
         problems = []
-        if backbone.hidden_size != self.config.hidden_size:
-            problems.append(f"hidden size {backbone.hidden_size} != adapter's {self.config.hidden_size}")
-        if backbone.patch_size != self.config.patch_size:
-            problems.append(f"patch size {backbone.patch_size} != adapter's {self.config.patch_size}")
+        for what, theirs, ours in (
+            ("hidden size", backbone.hidden_size, self.config.hidden_size),
+            ("patch size", backbone.patch_size, self.config.patch_size),
+            ("prefix tokens", backbone.num_prefix_tokens, self.config.num_prefix_tokens),
+        ):
+            if theirs != ours:
+                problems.append(f"{what} {theirs} != adapter's {ours}")
         if problems:
             raise BackboneMismatchError(
                 f"Backbone {backbone.name_or_path or backbone.model_type!r} does not fit this adapter "
                 f"(trained on {self.config.base_model_name_or_path!r}): {'; '.join(problems)}."
             )
         backbone.use_feature_settings(self.config.apply_final_norm, self.config.position_interpolation)
-        self._backbone = backbone
-        backbone.model.to(device=self.projection.norm.weight.device)
+        self.backbone = backbone.requires_grad_(False).eval()
+        self.projection.to(device=backbone.device)
 
-    def _apply(self, fn: Any, recurse: bool = True) -> "CoSettleModel":
-        # .to()/.cuda()/.half() move the unregistered backbone along with the projection.
-        if self._backbone is not None:
-            self._backbone.model._apply(fn)
-        return super()._apply(fn, recurse)
+    def print_trainable_parameters(self) -> None:
+        """As PEFT prints it: the projection is trainable, the backbone frozen."""
+        trainable, total = self.num_parameters(only_trainable=True), self.num_parameters()
+        print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+
+    @property
+    def image_mean(self) -> tuple[float, ...]:
+        return tuple(self.config.image_mean)
+
+    @property
+    def image_std(self) -> tuple[float, ...]:
+        return tuple(self.config.image_std)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.config.patch_size)
 
     @classmethod
     def from_backbone(cls, backbone: BackboneEncoder | nn.Module | str, revision: str | None = None, **config_overrides: Any) -> "CoSettleModel":
         """A fresh (untrained) adapter for a backbone: a model object, a Hub id or a local path."""
-        if isinstance(backbone, str):
-            backbone = BackboneEncoder.from_pretrained(backbone, revision=revision)
+        if isinstance(backbone, (str, os.PathLike)):
+            backbone = BackboneEncoder.from_pretrained(str(backbone), revision=revision)
         elif not isinstance(backbone, BackboneEncoder):
             backbone = BackboneEncoder(backbone)
+        if backbone.name_or_path and os.path.isabs(backbone.name_or_path):
+            logger.warning(
+                "The base backbone %s is a local folder: the adapter records its absolute path, so it loads only where "
+                "that folder exists. Use a Hub id, or bundle the backbone (push_to_hub(..., push_backbone=True)).",
+                backbone.name_or_path,
+            )
         settings = dict(
             hidden_size=backbone.hidden_size,
             base_model_name_or_path=backbone.name_or_path,
@@ -142,7 +179,7 @@ class CoSettleModel(PreTrainedModel):
             image_mean=list(backbone.image_mean),
             image_std=list(backbone.image_std),
         )
-        if backbone.position_kind == "relative":
+        if not backbone.supports_pea:
             settings["pea_alpha"] = None  # nothing to augment: PEA has no meaning here
         settings.update(config_overrides)
         return cls(CoSettleConfig(**settings), backbone=backbone)
@@ -152,50 +189,101 @@ class CoSettleModel(PreTrainedModel):
         """g(z) for frozen tokens of any leading shape (..., D)."""
         return self.projection(tokens.to(self.projection.norm.weight.dtype))
 
-    def forward(self, pixel_values: Tensor, pea: PositionCrop | None = None, return_dict: bool = True) -> CoSettleOutput:
+    def forward(self, pixel_values: Tensor, pea: PositionCrop | None = None, return_dict: bool | None = None) -> CoSettleOutput:
+        if self.backbone is None:
+            raise RuntimeError("No backbone attached: use from_backbone(...) or from_pretrained(...).")
         tokens, (h, w) = self.backbone.patch_tokens(pixel_values, pea=pea)
         features = self.project(tokens)
         shape = (len(tokens), h, w, -1)
-        output = CoSettleOutput(features=features.reshape(shape), backbone_features=tokens.reshape(shape), grid_size=(h, w))
-        return output if return_dict else output.to_tuple()
-
-    def as_encoder(self) -> "ProjectedEncoder":
-        """This adapter as an evaluation encoder (pixels -> projected (B, h, w, D) features)."""
-        return ProjectedEncoder(self)
+        output = CoSettleOutput(
+            last_hidden_state=features, pooler_output=features.mean(dim=1),
+            features=features.reshape(shape), backbone_features=tokens.reshape(shape), grid_size=(h, w),
+        )
+        return output if return_dict is not False else output.to_tuple()
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: str | os.PathLike, model_card: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        """Write config.json, model.safetensors (projection only) and a README.md model card.
+    def base_is_local(self) -> bool:
+        """True when the base backbone exists only on this machine (or is not named at all)."""
+        base = self.config.base_model_name_or_path
+        return not self.config.base_model_subfolder and (not base or os.path.isabs(base) or os.path.isdir(base))
 
-        `model_card` takes `training` (a dict of training settings), `results` (a dict of
-        evaluation metrics) and `license`, recorded in the card.
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        model_card: dict[str, Any] | None = None,
+        save_backbone: bool | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Write config.json, model.safetensors (projection only), preprocessor_config.json and README.md.
+
+        `model_card` takes `training` (dict of settings), `eval_results` (huggingface_hub `EvalResult`s),
+        `datasets` and `license`; the card is updated, never re-rendered, so what it held survives.
+        `save_backbone` bundles the backbone in `backbone/` (the default for an adapter loaded bundled).
+        With `push_to_hub=True` the folder is then uploaded to `repo_id` (default: the folder's name)
+        with the arguments of transformers' `push_to_hub`; the commit info is returned.
         """
-        from .hub.model_card import render_model_card
+        from .hub.model_card import update_card
 
-        kwargs.pop("push_to_hub", None)
-        super().save_pretrained(save_directory, **kwargs)
-        card = render_model_card(self.config, **(model_card or {}))
-        Path(save_directory, "README.md").write_text(card, encoding="utf-8")
+        hub = {name: kwargs.pop(name) for name in PUSH_KWARGS if name in kwargs}
+        bundle = bool(self.config.base_model_subfolder) if save_backbone is None else save_backbone
+        if push_to_hub:
+            if self.base_is_local() and not bundle:
+                raise LocalBaseError(
+                    f"The base backbone {self.config.base_model_name_or_path!r} exists only on this machine, so the pushed "
+                    "adapter would not load anywhere else: pass push_backbone=True (push_to_hub) or save_backbone=True "
+                    "(save_pretrained) to upload the backbone into the same repository, or build the adapter on a Hub backbone."
+                )
+            repo_id = _create_repo(repo_id or os.path.basename(os.path.abspath(save_directory)), hub)
+        os.makedirs(save_directory, exist_ok=True)
+        with _bundled_config(self.config, bundle):
+            super().save_pretrained(save_directory, **kwargs)
+            if bundle:
+                self._require_backbone().save_pretrained(os.path.join(save_directory, BACKBONE_SUBFOLDER))
+            base_processor = self.backbone.image_processor if self.backbone is not None else None
+            save_image_processor(save_directory, self.config, base_processor)
+            card = dict(model_card or {})
+            self._model_card = update_card(
+                self._model_card, self.config, num_parameters=self.num_parameters(only_trainable=True),
+                repo_id=repo_id, tags=hub.get("tags"), **card,
+            )
+        with open(os.path.join(save_directory, CARD_NAME), "w", encoding="utf-8") as handle:
+            handle.write(self._model_card)
+        if push_to_hub:
+            return _upload(save_directory, repo_id, hub)
+        return None
 
     def push_to_hub(
         self,
         repo_id: str,
-        revision: str | None = None,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
         private: bool | None = None,
-        commit_message: str = "Upload Co-Settle adapter",
-        token: str | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+        push_backbone: bool | None = None,
         model_card: dict[str, Any] | None = None,
     ) -> Any:
-        """Upload config.json, model.safetensors and README.md; `revision` names a branch (created if needed)."""
-        from huggingface_hub import HfApi
+        """Upload the adapter (transformers' `push_to_hub` arguments); returns the commit info.
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision is not None and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        `revision` names a branch (created if needed). An adapter whose base is only local is refused
+        unless `push_backbone=True`, which uploads the backbone into `backbone/` of the same repository.
+        """
+        hub = dict(commit_message=commit_message or "Upload Co-Settle adapter", commit_description=commit_description,
+                   private=private, token=token, revision=revision, create_pr=create_pr, tags=tags)
         with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, model_card=model_card)
-            return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message)
+            return self.save_pretrained(folder, model_card=model_card, save_backbone=push_backbone, push_to_hub=True,
+                                        repo_id=repo_id, max_shard_size=max_shard_size, **hub)
+
+    def _require_backbone(self) -> BackboneEncoder:
+        if self.backbone is None:
+            raise RuntimeError("No backbone attached: use from_backbone(...) or from_pretrained(...).")
+        return self.backbone
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -204,93 +292,205 @@ class CoSettleModel(PreTrainedModel):
         pretrained_model_name_or_path: str | os.PathLike,
         *model_args: Any,
         backbone: BackboneEncoder | nn.Module | str | None = None,
-        revision: str | None = None,
+        backbone_revision: str | None = None,
         config: CoSettleConfig | None = None,
-        cache_dir: str | None = None,
-        token: str | None = None,
+        revision: str | None = None,
+        subfolder: str = "",
+        cache_dir: str | os.PathLike | None = None,
+        token: bool | str | None = None,
         local_files_only: bool = False,
         force_download: bool = False,
+        dtype: Any = None,
+        torch_dtype: Any = None,
+        device_map: Any = None,
+        attn_implementation: str | None = None,
         **kwargs: Any,
     ) -> "CoSettleModel":
-        """Load an adapter (folder or Hub id) and attach its backbone.
+        """Load an adapter (folder or Hub id) and its frozen backbone, as transformers loads a model.
 
-        Without `backbone`, the base model named in the adapter's config is loaded at its pinned
-        commit. With one (a model, a `BackboneEncoder`, an id or a path) it is checked to fit.
+        Without `backbone`, the base named in the config is loaded at its pinned commit (or
+        `backbone_revision`), or the bundled copy from the adapter's own `backbone/` subfolder. With
+        one (a model, a `BackboneEncoder`, an id or a path) it is checked to fit. `revision`,
+        `subfolder`, `cache_dir`, `token`, `local_files_only`, `force_download` apply to the adapter's
+        files (and to the backbone's, but `subfolder` and `revision`); `dtype` (or `torch_dtype`),
+        `device_map` and `attn_implementation` to the backbone's loading; `dtype` to the projection too.
+        Other keyword arguments must be config fields, and override them.
         """
-        ignored = sorted(set(kwargs) - AUTO_MODEL_KWARGS)
-        if model_args or ignored:
-            logger.warning("CoSettleModel.from_pretrained ignores %s", [*map(repr, model_args), *ignored])
+        if model_args:
+            raise TypeError(f"CoSettleModel.from_pretrained takes no extra positional arguments, got {model_args!r}")
         source = str(pretrained_model_name_or_path)
-        hub = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only, force_download=force_download)
+        hub = dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only, force_download=force_download)
+        files = dict(revision=revision, subfolder=subfolder, **hub)
+        config_path = _adapter_file(source, CONFIG_NAME, files)
         if config is None or not isinstance(config, CoSettleConfig):
-            config = CoSettleConfig.from_dict(_read_json(_adapter_file(source, CONFIG_NAME, hub)))
-        weights = _adapter_file(source, WEIGHTS_NAME, hub)
-        try:
-            state = load_file(weights)
-        except (SafetensorError, OSError) as error:
-            raise AdapterLoadError(f"{weights} is not a readable safetensors file ({error}).") from None
+            config = CoSettleConfig.from_dict(_read_json(config_path))
+        _override_config(config, kwargs)
         model = cls(config)
-        expected = set(model.state_dict())
-        if set(state) != expected:
-            raise AdapterLoadError(
-                f"{weights} does not hold a {config.projection} Co-Settle projection: "
-                f"missing {sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}."
-            )
-        model.load_state_dict(state)
+        model._load_projection(_adapter_file(source, WEIGHTS_NAME, files))
+        card = _adapter_file(source, CARD_NAME, files, optional=True)
+        if card is not None:
+            with open(card, encoding="utf-8") as handle:
+                model._model_card = handle.read()
+        dtype = _resolve_dtype(dtype if dtype is not None else torch_dtype, config)
+        if dtype is not None:
+            model.projection.to(dtype)
         if backbone is None:
-            if not config.base_model_name_or_path:
-                raise AdapterLoadError(f"{source}: the config names no base model; pass backbone=...")
-            backbone = BackboneEncoder.from_pretrained(
-                config.base_model_name_or_path, revision=config.base_model_revision,
-                cache_dir=cache_dir, token=token, local_files_only=local_files_only,
+            backbone = _load_base(
+                config, source, subfolder, extract_commit_hash(config_path, None) or revision, backbone_revision, hub,
+                dict(dtype=dtype, device_map=device_map, attn_implementation=attn_implementation),
             )
-        elif isinstance(backbone, str):
-            backbone = BackboneEncoder.from_pretrained(backbone, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        elif isinstance(backbone, (str, os.PathLike)):
+            backbone = BackboneEncoder.from_pretrained(str(backbone), revision=backbone_revision, dtype=dtype, device_map=device_map,
+                                                       attn_implementation=attn_implementation, **hub)
         elif not isinstance(backbone, BackboneEncoder):
             backbone = BackboneEncoder(backbone)
         model.attach_backbone(backbone)
         return model.eval()
 
-
-class ProjectedEncoder:
-    """Evaluation view of an adapter: `image_mean`, `image_std`, `patch_size`, pixels -> features."""
-
-    def __init__(self, model: CoSettleModel) -> None:
-        self.model = model
-        self.image_mean = tuple(model.config.image_mean)
-        self.image_std = tuple(model.config.image_std)
-        self.patch_size = model.config.patch_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @torch.no_grad()
-    def __call__(self, pixel_values: Tensor) -> Tensor:
-        return self.model(pixel_values).features
+    def _load_projection(self, weights: str) -> None:
+        try:
+            state = load_file(weights)
+        except (SafetensorError, OSError) as error:
+            raise AdapterLoadError(f"{weights} is not a readable safetensors file ({error}).") from None
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            raise AdapterLoadError(
+                f"{weights} does not hold a {self.config.projection} Co-Settle projection: "
+                f"missing {sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}."
+            )
+        self.load_state_dict(state)
 
 
-def _adapter_file(source: str, filename: str, hub: dict[str, Any]) -> str:
+# ---------------------------------------------------------------------- state dict: projection only
+def _drop_backbone_keys(module: CoSettleModel, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """State dict post-hook: the frozen backbone is never part of the adapter's weights."""
+    for key in [k for k in state_dict if k.startswith(prefix + "backbone.")]:
+        del state_dict[key]
+
+
+def _ignore_missing_backbone_keys(module: CoSettleModel, incompatible_keys: Any) -> None:
+    """Load post-hook: a projection-only state dict loads strictly into a model holding a backbone."""
+    if module.backbone is None:
+        return
+    local = {"backbone." + key for key in module.backbone.state_dict(keep_vars=True)}
+
+    def is_backbone(key: str) -> bool:  # the key, seen from this module (the root may add a prefix)
+        return any(key[start:] in local for start in range(len(key)) if key.startswith("backbone.", start))
+
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not is_backbone(k)]
+
+
+# ---------------------------------------------------------------------- loading helpers
+def _load_base(
+    config: CoSettleConfig, source: str, subfolder: str, adapter_commit: str | None, backbone_revision: str | None,
+    hub: dict[str, Any], model_kwargs: dict[str, Any],
+) -> BackboneEncoder:
+    """The backbone the config names: bundled in the adapter's own source, or the base at its commit."""
+    if config.base_model_subfolder:
+        name = source
+        where = dict(subfolder=os.path.join(subfolder, config.base_model_subfolder) if subfolder else config.base_model_subfolder,
+                     revision=backbone_revision or adapter_commit)
+    elif config.base_model_name_or_path:
+        name = config.base_model_name_or_path
+        where = dict(revision=backbone_revision or config.base_model_revision)
+    else:
+        raise AdapterLoadError(f"Adapter {source!r} names no base backbone: pass backbone=... (a model, a Hub id or a path).")
+    try:
+        return BackboneEncoder.from_pretrained(name, **where, **hub, **model_kwargs)
+    except OSError as error:
+        described = f"{name!r}" + (f" (subfolder {where['subfolder']!r})" if "subfolder" in where else "")
+        raise AdapterLoadError(
+            f"The base backbone {described} of adapter {source!r} cannot be found at revision {where['revision']!r}: {error}. "
+            "Pass backbone=... (a model, a Hub id or a local path) to from_pretrained."
+        ) from None
+
+
+def _override_config(config: CoSettleConfig, overrides: dict[str, Any]) -> None:
+    """transformers' rule: extra keyword arguments of from_pretrained that are config fields update it."""
+    unknown = []
+    for key, value in overrides.items():
+        if key in IGNORED_LOAD_KWARGS:
+            continue
+        if hasattr(config, key):
+            setattr(config, key, value)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise TypeError(f"CoSettleModel.from_pretrained got unexpected keyword argument(s) {sorted(unknown)}")
+
+
+def _resolve_dtype(dtype: Any, config: CoSettleConfig) -> torch.dtype | None:
+    """A torch dtype from `dtype`/`torch_dtype` as transformers accepts them ("auto": the saved one)."""
+    if dtype == "auto":
+        dtype = getattr(config, "dtype", None)
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"dtype {dtype!r} is not a torch dtype")
+        dtype = getattr(torch, dtype)
+    return dtype
+
+
+def _adapter_file(source: str, filename: str, files: dict[str, Any], optional: bool = False) -> str | None:
     """Path of one adapter file, local or from the Hub, with an error that names what is missing."""
     if os.path.isdir(source):
-        path = os.path.join(source, filename)
-        if not os.path.isfile(path):
-            raise AdapterLoadError(f"{path} is missing: {source} is not a complete Co-Settle adapter folder.")
-        return path
+        path = os.path.join(source, files.get("subfolder") or "", filename)
+        if os.path.isfile(path):
+            return path
+        if optional:
+            return None
+        raise AdapterLoadError(f"{path} is missing: {source} is not a complete Co-Settle adapter folder.")
     try:
-        path = cached_file(source, filename, **hub)
+        path = cached_file(source, filename, **files, _raise_exceptions_for_missing_entries=not optional)
     except OSError as error:
         raise AdapterLoadError(f"Could not get {filename} of adapter {source!r}: {error}") from None
-    if path is None:
+    if path is None and not optional:
         raise AdapterLoadError(f"Adapter {source!r} has no {filename}.")
     return path
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    import json
-
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise AdapterLoadError(f"{path} is not valid JSON ({error}).") from None
+
+
+# ---------------------------------------------------------------------- saving helpers
+@contextmanager
+def _bundled_config(config: CoSettleConfig, bundle: bool) -> Iterator[None]:
+    """While saving, the config says whether the backbone is bundled (a local base path means nothing elsewhere)."""
+    saved = (config.base_model_subfolder, config.base_model_name_or_path, config.base_model_revision)
+    if bundle:
+        base = config.base_model_name_or_path
+        if base and (os.path.isabs(base) or os.path.isdir(base)):
+            config.base_model_name_or_path, config.base_model_revision = None, None
+        config.base_model_subfolder = BACKBONE_SUBFOLDER
+    else:
+        config.base_model_subfolder = None
+    try:
+        yield
+    finally:
+        config.base_model_subfolder, config.base_model_name_or_path, config.base_model_revision = saved
+
+
+def _create_repo(repo_id: str, hub: dict[str, Any]) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=hub.get("token"))
+    repo_id = api.create_repo(repo_id, private=hub.get("private"), exist_ok=True).repo_id
+    revision = hub.get("revision")
+    if revision and revision != "main" and not revision.startswith("refs/pr/"):
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return repo_id
+
+
+def _upload(folder: str | os.PathLike, repo_id: str, hub: dict[str, Any]) -> Any:
+    """Upload a saved adapter folder in one commit; the commit info (with the PR, if one was opened)."""
+    from huggingface_hub import HfApi
+
+    return HfApi(token=hub.get("token")).upload_folder(
+        repo_id=repo_id, folder_path=folder, revision=hub.get("revision"),
+        commit_message=hub.get("commit_message") or "Upload Co-Settle adapter",
+        commit_description=hub.get("commit_description"), create_pr=bool(hub.get("create_pr")),
+    )

@@ -21,6 +21,6 @@ args = parser.parse_args()
 model = CoSettleModel.from_pretrained(args.adapter)
 clip = VideoFileClip(args.video)
 frames = clip.read(range(clip.num_frames))  # uint8 (T, H, W, 3)
-features = extract_video_features(model.as_encoder(), frames, size=tuple(args.size))  # (T, h, w, D), L2-normalised
+features = extract_video_features(model, frames, size=tuple(args.size))  # (T, h, w, D), L2-normalised
 torch.save(features, args.output)
 print(f"{clip.num_frames} frames -> features {tuple(features.shape)} saved to {args.output}")

@@ -4,7 +4,9 @@ The real ``huggingface_hub`` client talks to it over HTTP, so tests exercise the
 as against huggingface.co without network access. Only model repos are served. Every file is
 committed "regular" (inline base64 in the commit NDJSON, never LFS/Xet), so the client needs
 ``HF_HUB_DISABLE_XET=1``. File ETags, tree ``oid`` and sibling ``blobId`` are git blob SHA-1s,
-like the Hub's for non-LFS files, so the client's "unchanged file" check works.
+like the Hub's for non-LFS files, so the client's "unchanged file" check works. A commit with
+``create_pr=1`` opens a pull request: a new ``refs/pr/N`` ref, listed by ``list_repo_refs`` and
+readable as a revision, with the ``pullRequestUrl`` the client turns into ``CommitInfo.pr_revision``.
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ class HubError(Exception):
 
 @dataclass
 class Repo:
-    """One model repo: immutable commits (sha -> {path: bytes}) and branches (name -> sha)."""
+    """One model repo: immutable commits (sha -> {path: bytes}), branches and pull-request refs (name -> sha)."""
 
     private: bool
     created_at: str = field(default_factory=_now)
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     modified: dict[str, str] = field(default_factory=dict)
+    descriptions: dict[str, tuple[str, str]] = field(default_factory=dict)  # sha -> (summary, description)
 
 
 class RepoStore:
@@ -97,6 +100,14 @@ class RepoStore:
                 raise HubError(403, "The main branch cannot be deleted")
             if repo.branches.pop(branch, None) is None:
                 raise HubError(404, f"Branch {branch} not found", "RevisionNotFound")
+
+    def open_pull_request(self, repo: Repo, base: str) -> str:
+        """A new ``refs/pr/N`` ref at the head of ``base``, as the Hub opens for ``create_pr=1`` commits."""
+        with self._lock:
+            head = self.resolve(repo, base)[0]
+            number = 1 + sum(name.startswith("refs/pr/") for name in repo.branches)
+            repo.branches[f"refs/pr/{number}"] = head
+            return f"refs/pr/{number}"
 
     def commit(self, repo: Repo, branch: str, ops: list[dict], parent: str | None) -> str:
         """Apply NDJSON operations on top of ``branch`` and move the branch to the new commit."""
@@ -199,15 +210,16 @@ class HubHandler(BaseHTTPRequestHandler):
         if method == "GET" and action in (None, "revision"):
             return self._json(self._model_info(repo_id, repo, rest or "main"))
         if method == "GET" and action == "refs":
-            refs = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": s} for b, s in repo.branches.items()]
-            return self._json({"branches": refs, "converts": [], "tags": [], "pullRequests": []})
+            refs = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": s} for b, s in repo.branches.items()
+                    if not b.startswith("refs/pr/")]
+            pulls = [{"name": b.removeprefix("refs/pr/"), "ref": b, "targetCommit": s} for b, s in repo.branches.items()
+                     if b.startswith("refs/pr/")]
+            return self._json({"branches": refs, "converts": [], "tags": [], "pullRequests": pulls})
         if method == "GET" and action == "tree":
             revision, _, path = raw_rest.partition("/")
             recursive = self.query.get("recursive") in ("true", "1", "True")
             return self._json(self._tree(repo, unquote(revision), unquote(path), recursive))
         self._require_write()
-        if self.query.get("create_pr") == "1":
-            raise HubError(400, "Pull requests are not supported by this test Hub")
         if method in ("POST", "DELETE") and action == "branch":
             if method == "DELETE":
                 store.delete_branch(repo, rest)
@@ -225,10 +237,13 @@ class HubHandler(BaseHTTPRequestHandler):
             lines = [json.loads(line) for line in self.body.splitlines() if line.strip()]
             header = next((line["value"] for line in lines if line.get("key") == "header"), {})
             ops = [line for line in lines if line.get("key") != "header"]
-            sha = store.commit(repo, rest, ops, header.get("parentCommit"))
+            pull = store.open_pull_request(repo, rest) if self.query.get("create_pr") == "1" else None
+            sha = store.commit(repo, pull or rest, ops, None if pull else header.get("parentCommit"))
+            repo.descriptions[sha] = (header.get("summary", ""), header.get("description", ""))
+            pr_url = f"{self.server.endpoint}/{repo_id}/discussions/{pull.removeprefix('refs/pr/')}" if pull else None
             return self._json({"success": True, "commitOid": sha, "commitMessage": header.get("summary", ""),
                                "commitUrl": f"{self.server.endpoint}/{repo_id}/commit/{sha}",
-                               "hookOutput": "", "pullRequestUrl": None})
+                               "hookOutput": "", "pullRequestUrl": pr_url})
         raise HubError(405, f"{method} not supported on {action or 'repo'}")
 
     @staticmethod

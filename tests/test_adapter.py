@@ -53,7 +53,7 @@ def test_family_shapes_and_round_trip(family, backbone_dirs, tmp_path):
     assert not torch.allclose(out.features, out.backbone_features)
 
     adapter.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     length, header, size = safetensors_layout(tmp_path / "model.safetensors")
     assert set(header) == {"projection.linears.0.weight", "projection.linears.0.bias", "projection.norm.weight", "projection.norm.bias"}
     assert size == 8 + length + (32 * 32 + 3 * 32) * 4  # nothing but the float32 projection
@@ -133,10 +133,12 @@ def test_backbone_is_frozen_and_not_trained(backbone_dirs):
     adapter.train()
     assert not adapter.backbone.model.training
     assert all(not p.requires_grad for p in adapter.backbone.model.parameters())
-    assert {name for name, _ in adapter.named_parameters()} == {
-        "projection.linears.0.weight", "projection.linears.0.bias", "projection.norm.weight", "projection.norm.bias"
-    }
-    adapter.to(torch.float64)
+    projection = {"projection.linears.0.weight", "projection.linears.0.bias", "projection.norm.weight", "projection.norm.bias"}
+    assert {name for name, p in adapter.named_parameters() if p.requires_grad} == projection
+    assert set(adapter.state_dict()) == projection  # the frozen backbone is never part of the adapter's weights
+    assert adapter.num_parameters(only_trainable=True) == 32 * 32 + 3 * 32
+    assert adapter.num_parameters() == 32 * 32 + 3 * 32 + sum(p.numel() for p in adapter.backbone.parameters())
+    adapter.to(torch.float64)  # a registered submodule: .to() moves it, with no override
     assert next(adapter.backbone.model.parameters()).dtype == torch.float64
 
 

@@ -66,7 +66,7 @@ def test_features_from_video(workspace, tmp_path):
     adapter = CoSettleModel.from_pretrained(workspace / "adapter")
     clip = VideoFileClip(workspace / "clip.mp4")
     frames = clip.read(range(clip.num_frames))
-    assert torch.allclose(features, extract_video_features(adapter.as_encoder(), frames, size=(64, 96)), atol=1e-5)
+    assert torch.allclose(features, extract_video_features(adapter, frames, size=(64, 96)), atol=1e-5)
     assert not torch.allclose(features, extract_video_features(adapter.backbone, frames, size=(64, 96)), atol=1e-2)
 
 
@@ -127,12 +127,14 @@ def test_push_to_hub(workspace, tmp_path, hub_repo_id, branch):
     from huggingface_hub import HfApi
 
     # HF_ENDPOINT, HF_HOME, HF_TOKEN and HF_HUB_DISABLE_XET (set by conftest) reach the script through os.environ.
-    command = [sys.executable, str(EXAMPLES / "push_to_hub.py"), "--adapter", str(workspace / "adapter"), "--repo-id", hub_repo_id]
+    command = [sys.executable, str(EXAMPLES / "push_to_hub.py"), "--adapter", str(workspace / "adapter"), "--repo-id", hub_repo_id,
+               "--push-backbone"]  # the base is a local folder: without its backbone the pushed adapter would not load
     result = run(command + (["--branch", branch] if branch else []), tmp_path)
     assert f"pushed {workspace / 'adapter'} to {hub_repo_id} at commit " in result.stdout
     assert (f"revision={branch!r}" in result.stdout) == (branch is not None)
     files = set(HfApi().list_repo_files(hub_repo_id, revision=branch))
-    assert {"config.json", "model.safetensors", "README.md"} <= files <= {"config.json", "model.safetensors", "README.md", ".gitattributes"}
+    adapter_files = {"config.json", "model.safetensors", "README.md", "preprocessor_config.json"}
+    assert adapter_files <= files and {f for f in files if f.startswith("backbone/")} >= {"backbone/config.json", "backbone/model.safetensors"}
     pulled = CoSettleModel.from_pretrained(hub_repo_id, revision=branch)
     local = CoSettleModel.from_pretrained(workspace / "adapter")
     for name, tensor in local.state_dict().items():

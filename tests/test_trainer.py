@@ -133,7 +133,8 @@ def test_tensorboard_events_and_push_to_hub(workspace, tmp_path, hub_server, hub
     from huggingface_hub import HfApi
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    output = run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "tensorboard", "--push-to-hub", "--hub-model-id", hub_repo_id, steps=3)
+    output = run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "tensorboard", "--push-to-hub", "--hub-model-id", hub_repo_id,
+                 "--hub-push-backbone", steps=3)
     events = list(output.rglob("events.out.tfevents.*"))
     assert events, "TensorBoard wrote no event file"
     tags = set()

@@ -12,7 +12,7 @@ from tiny_backbones import build_backbone
 from co_settle_hf import BackboneEncoder, CoSettleModel
 from co_settle_hf.backbones.encoder import PEAUnavailableError, PositionCrop
 from co_settle_hf.objective import co_settle_objective
-from co_settle_hf.objective.forward import draw_pea, training_forward
+from co_settle_hf.training.forward import draw_pea, training_forward
 
 ABSOLUTE = ["vit", "deit", "dinov2_with_registers", "clip_vision_model", "siglip_vision_model", "blip_vision_model", "vit_mae", "ijepa"]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -22,6 +24,9 @@ from torch import Tensor, nn
 
 from .families import BackboneFamily, family_for
 from .positions import POSITION_INTERPOLATIONS, interpolation
+from .inputs import check_pixel_values
+
+logger = logging.getLogger(__name__)
 
 
 class PEAUnavailableError(ValueError):
@@ -53,13 +58,13 @@ def resolve_attribute(root: Any, path: str | None) -> Any:
     return root
 
 
-def _read_processor_stats(name_or_path: str, revision: str | None) -> tuple[list, list] | None:
-    """Mean and std from the checkpoint's `preprocessor_config.json`, if it has one."""
+def _read_processor_dict(name_or_path: str, revision: str | None, subfolder: str, hub_kwargs: dict[str, Any]) -> dict | None:
+    """The checkpoint's `preprocessor_config.json` as a dict, if it has one (saved again with adapters)."""
     from transformers.utils import cached_file
 
     try:
         path = cached_file(
-            name_or_path, "preprocessor_config.json", revision=revision,
+            name_or_path, "preprocessor_config.json", revision=revision, subfolder=subfolder, **hub_kwargs,
             _raise_exceptions_for_missing_entries=False,
             _raise_exceptions_for_connection_errors=False,
         )
@@ -69,24 +74,19 @@ def _read_processor_stats(name_or_path: str, revision: str | None) -> tuple[list
         return None
     try:
         with open(path) as handle:
-            stats = json.load(handle)
+            return json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
-    if "image_mean" not in stats or "image_std" not in stats:
-        return None
-    return list(map(float, stats["image_mean"])), list(map(float, stats["image_std"]))
 
 
-def _resolved_commit(name_or_path: str, revision: str | None, hub_kwargs: dict[str, Any]) -> str | None:
+def _resolved_commit(name_or_path: str, revision: str | None, subfolder: str, hub_kwargs: dict[str, Any]) -> str | None:
     """The commit a Hub checkpoint was loaded from (None for a local folder), to pin it."""
-    from pathlib import Path
-
     from transformers.utils import cached_file
     from transformers.utils.hub import extract_commit_hash
 
-    if Path(name_or_path).is_dir():
+    if os.path.isdir(name_or_path):
         return None
-    config_path = cached_file(name_or_path, "config.json", revision=revision, **hub_kwargs)
+    config_path = cached_file(name_or_path, "config.json", revision=revision, subfolder=subfolder, **hub_kwargs)
     return extract_commit_hash(config_path, None) or revision
 
 
@@ -100,11 +100,13 @@ def _resize_grid(grid: Tensor, size: tuple[int, int]) -> Tensor:
     return resized[0].permute(1, 2, 0).to(grid.dtype)
 
 
-class BackboneEncoder:
+class BackboneEncoder(nn.Module):
     """A frozen transformers vision model seen as a patch-token encoder.
 
-    It is also an evaluation encoder: it has `image_mean`, `image_std` and `patch_size`, and
-    calling it on normalised pixels returns (B, h, w, D) patch features.
+    It is a module, so an adapter can hold it as a registered submodule (moved by `.to`, listed by
+    `print`), but it stays frozen: no gradients, and eval mode whatever `train()` asks. It is also an
+    evaluation encoder: it has `image_mean`, `image_std` and `patch_size`, and calling it on
+    normalised pixels returns (B, h, w, D) patch features.
     """
 
     def __init__(
@@ -114,7 +116,9 @@ class BackboneEncoder:
         revision: str | None = None,
         image_mean: tuple[float, ...] | None = None,
         image_std: tuple[float, ...] | None = None,
+        image_processor: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__()
         config = model.config
         self.family: BackboneFamily = family_for(config.model_type, name_or_path)
         if config.model_type in self.family.multimodal_types:
@@ -133,24 +137,60 @@ class BackboneEncoder:
         self.num_prefix_tokens: int = self.family.prefix_tokens(config)
         self.image_mean = tuple(image_mean or self.family.image_mean)
         self.image_std = tuple(image_std or self.family.image_std)
+        self.image_processor = image_processor  # the checkpoint's processor settings, if it has them
 
-        self._pos_table = resolve_attribute(self.model, self.family.pos_embed)
         self.position_kind = self.family.positions
         if self.position_kind == "relative" and self._pos_table is not None:
             self.position_kind = "learned"  # BEiT with use_absolute_position_embeddings
-        self._final_norm = resolve_attribute(self.model, self.family.final_norm)
         self.apply_final_norm = True
         self.position_interpolation = "transformers"
         accepted = inspect.signature(self.model.forward).parameters
         self._forward_kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in accepted else {}
 
+    # Looked up on demand, never stored: a module attribute would register them a second time.
+    @property
+    def _pos_table(self) -> Tensor | None:
+        return resolve_attribute(self.model, self.family.pos_embed)
+
+    @property
+    def _final_norm(self) -> nn.Module | None:
+        return resolve_attribute(self.model, self.family.final_norm)
+
+    @property
+    def supports_pea(self) -> bool:
+        """Whether PEA has positions to augment: the one place that decides it (not for a relative bias)."""
+        return self.position_kind != "relative"
+
+    def train(self, mode: bool = True) -> "BackboneEncoder":
+        """Frozen means eval mode too (no dropout, no drop-path), whatever the parent asks."""
+        return super().train(False)
+
+    def extra_repr(self) -> str:
+        revision = f"@{self.revision[:12]}" if self.revision else ""
+        return f"family={self.family.name!r}, name_or_path={self.name_or_path!r}{revision}, frozen=True"
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, revision: str | None = None, **hub_kwargs: Any
+        cls,
+        name_or_path: str,
+        revision: str | None = None,
+        *,
+        subfolder: str = "",
+        dtype: Any = None,
+        device_map: Any = None,
+        attn_implementation: str | None = None,
+        **hub_kwargs: Any,
     ) -> "BackboneEncoder":
-        """Load a backbone by Hub id or local path; the resolved commit is kept as `revision`."""
-        config = transformers.AutoConfig.from_pretrained(name_or_path, revision=revision, **hub_kwargs)
+        """Load a backbone by Hub id or local path through transformers' own `from_pretrained`.
+
+        `dtype`, `device_map` and `attn_implementation` go to the model; `subfolder`, `revision`,
+        `cache_dir`, `token`, `local_files_only`, `force_download` to every file read. The resolved
+        commit is kept as `revision`; a local folder is kept as its absolute path.
+        """
+        if os.path.isdir(name_or_path):
+            name_or_path = os.path.abspath(name_or_path)
+        config = transformers.AutoConfig.from_pretrained(name_or_path, revision=revision, subfolder=subfolder, **hub_kwargs)
         family = family_for(config.model_type, name_or_path)
         if family.model_class and config.model_type in family.model_types:
             model_class = getattr(transformers, family.model_class)
@@ -158,10 +198,27 @@ class BackboneEncoder:
             model_class = transformers.AutoModel
         for key, value in family.load_kwargs.items():  # before loading, as the model may read them in __init__
             setattr(config, key, value)
-        model = model_class.from_pretrained(name_or_path, config=config, revision=revision, **hub_kwargs)
-        commit = _resolved_commit(name_or_path, revision, hub_kwargs)
-        stats = _read_processor_stats(name_or_path, commit) or (None, None)
-        return cls(model, name_or_path=name_or_path, revision=commit, image_mean=stats[0], image_std=stats[1])
+        model_kwargs = {k: v for k, v in dict(dtype=dtype, device_map=device_map, attn_implementation=attn_implementation).items() if v is not None}
+        model = model_class.from_pretrained(name_or_path, config=config, revision=revision, subfolder=subfolder, **hub_kwargs, **model_kwargs)
+        commit = _resolved_commit(name_or_path, revision, subfolder, hub_kwargs)
+        processor = _read_processor_dict(name_or_path, commit, subfolder, hub_kwargs)
+        stats = processor if processor and "image_mean" in processor and "image_std" in processor else {}
+        return cls(
+            model, name_or_path=name_or_path, revision=commit, image_processor=processor,
+            image_mean=stats.get("image_mean"), image_std=stats.get("image_std"),
+        )
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """A standard transformers checkpoint of the frozen model (and its processor settings)."""
+        if not isinstance(self.model, transformers.PreTrainedModel):
+            raise ValueError(
+                f"The {self.family.name} tower of {self.name_or_path!r} is not a transformers model on its own "
+                f"({type(self.model).__name__}), so it cannot be bundled: pass a standalone vision model instead."
+            )
+        self.model.save_pretrained(folder)
+        if self.image_processor is not None:
+            with open(os.path.join(folder, "preprocessor_config.json"), "w") as handle:
+                json.dump(self.image_processor, handle, indent=2)
 
     # ------------------------------------------------------------------ forward
     @property
@@ -174,8 +231,7 @@ class BackboneEncoder:
     @torch.no_grad()
     def patch_tokens(self, pixel_values: Tensor, pea: PositionCrop | None = None) -> tuple[Tensor, tuple[int, int]]:
         """Final normed patch tokens (B, N, D) in row-major order, and the grid (h, w)."""
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (B, 3, H, W), got {tuple(pixel_values.shape)}")
+        check_pixel_values(pixel_values, self.patch_size)
         grid = self.grid_size(*pixel_values.shape[-2:])
         kwargs = dict(self._forward_kwargs)
         if self.family.in_order_noise:
@@ -210,7 +266,8 @@ class BackboneEncoder:
     def _interpolation(self):
         return interpolation(self.model.embeddings, self._pos_table, self.family.pos_prefix, self.patch_size, self.position_interpolation)
 
-    def __call__(self, pixel_values: Tensor) -> Tensor:
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """(B, h, w, D) patch features, what evaluation encoders return."""
         tokens, (h, w) = self.patch_tokens(pixel_values)
         return tokens.reshape(len(tokens), h, w, -1)
 
@@ -229,7 +286,7 @@ class BackboneEncoder:
         if pea is None:
             yield
             return
-        if self.position_kind == "relative":
+        if not self.supports_pea:
             raise PEAUnavailableError(
                 f"PEA needs positional embeddings, but {self.family.name} ({self.model_type}) only has a "
                 "relative position bias: turn PEA off explicitly (pea_alpha=None / --no-pea)."

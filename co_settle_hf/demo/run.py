@@ -143,24 +143,18 @@ def main(argv: Sequence[str] | None = None) -> Path:
     timings["total"] = time.perf_counter() - started
 
     print("[5/5] report", flush=True)
-    record_results_in_card(adapter, summary, davis, tradeoff)
+    record_results_in_card(adapter, davis)
     report = write_report(out, args, backbone_label, footage, summary, davis, tradeoff, timings, adapter, train_args)
     print(f"Report: {report}")
     return report
 
 
-def record_results_in_card(adapter: Path, summary: dict[str, Any], davis: dict[str, Any], tradeoff: dict[str, Any]) -> None:
-    """The adapter's model card gets the evaluation this run measured, beside its training settings."""
-    from ..configuration_co_settle import CoSettleConfig
-    from ..hub.model_card import render_model_card
+def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
+    """The adapter's model card gets the propagation results this run measured (its training is already there)."""
+    from ..hub.model_card import add_results_to_card, results_from_summary
 
-    results = {
-        "J&F, demo propagation benchmark (base -> adapted)": f"{davis['base']['J&F-Mean']:.4f} -> {davis['adapted']['J&F-Mean']:.4f}",
-        "D = D_inter - 0.3 D_intra, held-out clips (base -> adapted)":
-            f"{tradeoff['base']['tradeoff_margin']:.4f} -> {tradeoff['adapted']['tradeoff_margin']:.4f}",
-    }
-    card = render_model_card(CoSettleConfig.from_pretrained(adapter), training=summary, results=results)
-    (adapter / "README.md").write_text(card, encoding="utf-8")
+    benchmark = "co-settle demo propagation benchmark (synthetic, DAVIS layout)"
+    add_results_to_card(adapter, results_from_summary("davis", davis["adapted"], dataset_name=benchmark))
 
 
 def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, timings, adapter: Path, train_args) -> Path:

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
 from .distributed import Processes, current_processes
 from .encoders import LoadedModel, load_for_evaluation
 from .jhmdb import MAPPINGS
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results already in --output-dir (only once the new run has finished)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
+    parser.add_argument("--update-card", metavar="ADAPTER", default=None,
+                        help="add the results to this saved adapter's model card (model-index entries)")
     group = parser.add_argument_group("label propagation (DAVIS, JHMDB, VIP; a DAVIS sequence needs at least 3 "
                                       "frames, a JHMDB video 2: shorter ones are listed under too_short)")
     group.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cropmae", help=PROTOCOL_HELP)
@@ -216,8 +219,12 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if not Path(args.data_root).exists():
         raise SystemExit(f"--data-root {args.data_root} does not exist")
+    if args.update_card:
+        check_card_target(args.update_card, args.task)
     try:
         settings = propagation_settings(args)  # argument errors first
+        if args.update_card and len(settings) > 1:
+            raise ValueError("--update-card records one setting's results: give one --topk and one --propagation-temperature")
         processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
         output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
         device = str(processes.device) if args.device in (None, "cuda") else args.device  # cuda:<rank> when launched
@@ -232,6 +239,8 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
                 table = print_table(title, rows) if len(settings) == 1 else sweep_table(title, rows)
                 out.path("table.md").write_text(table + "\n")
                 out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+        if args.update_card and processes.is_main:
+            add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     except (ValueError, FileNotFoundError) as error:  # bad data or arguments: the message names them
         raise SystemExit(f"co-settle eval {args.task}: {error}") from None
     return rows

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig
 
 from ..backbones.encoder import BackboneEncoder
-from ..modeling_co_settle import CoSettleModel, ProjectedEncoder
+from ..modeling_co_settle import CoSettleModel
 
 
 @dataclass
@@ -16,7 +16,7 @@ class LoadedModel:
     """What to measure: the encoder `--model` names, and the frozen base when it is an adapter."""
 
     name: str
-    encoder: ProjectedEncoder | BackboneEncoder
+    encoder: CoSettleModel | BackboneEncoder
     base: BackboneEncoder | None
     adapter: CoSettleModel | None
 
@@ -30,7 +30,7 @@ def load_for_evaluation(name_or_path: str, revision: str | None = None, device: 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if config.model_type == "co_settle":
         adapter = CoSettleModel.from_pretrained(name_or_path, revision=revision).to(device)
-        return LoadedModel(name_or_path, adapter.as_encoder(), adapter.backbone, adapter)
+        return LoadedModel(name_or_path, adapter, adapter.backbone, adapter)
     backbone = BackboneEncoder.from_pretrained(name_or_path, revision=revision)
     backbone.model.to(device)
     return LoadedModel(name_or_path, backbone, None, None)

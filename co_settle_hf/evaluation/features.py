@@ -99,6 +99,7 @@ def encode_images(encoder: DenseEncoder, batches: Iterable[torch.Tensor]) -> lis
         for batch in batches:
             batch = ((batch.to(device) - mean) / std).to(dtype)
             feats = encoder(batch)
+            feats = getattr(feats, "features", feats)  # an adapter's output carries (B, h, w, D) as .features
             if feats.ndim != 4 or feats.shape[0] != batch.shape[0]:
                 raise ValueError(f"encoder must return (B, h, w, D), got {tuple(feats.shape)} for B = {batch.shape[0]}")
             outputs.append(feats.float())

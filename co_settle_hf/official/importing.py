@@ -23,7 +23,7 @@ from ..backbones.families import IMAGENET_MEAN, IMAGENET_STD
 from ..hub.convert_official import PREFIX, OfficialCheckpointError, extract_projection
 from ..modeling_co_settle import CoSettleModel
 from .layouts import ConversionError, build_model, convert_state, infer_architecture, load_converted
-from .published import AUTHORS_REPO, LOOKS_LIKE, PUBLISHED, PublishedModel, looks_like
+from .published import AUTHORS_REPO, CODE_REPO, LOOKS_LIKE, PUBLISHED, PublishedModel, looks_like
 from .reading import MAX_CHECKPOINT_BYTES, read_checkpoint
 
 TOWER = "visual."
@@ -120,16 +120,19 @@ def import_official(
 
 
 def official_card(published: PublishedModel, source: str, commit: str | None) -> dict[str, Any]:
-    """What the model card of an imported model records: provenance and the authors' numbers."""
+    """What the model card of an imported model records: provenance and the authors' own numbers."""
+    from ..hub.model_card import eval_result
+
     where = source if os.path.isdir(source) else f"https://huggingface.co/{source}"
-    return {
-        "training": {
-            "source": f"{where} `{published.checkpoint}`" + (f" at commit `{commit}`" if commit else ""),
-            "trained by": "the paper's authors (5 epochs on Kinetics-400)",
-            "code": "https://github.com/yafeng19/Co-Settle",
-        },
-        "reported": {metric: values[1] for metric, values in published.reported.items()},
+    training = {
+        "imported from": f"{where}, file `{published.checkpoint}`" + (f", commit `{commit}`" if commit else ""),
+        "trained by": f"the paper's authors: {published.title} ViT-B/16, 5 epochs on Kinetics-400",
+        "authors' code": CODE_REPO,
+        "features": f"as the authors' `forward_features_eval_metric`: final norm {'applied' if published.final_norm else 'not applied'}, "
+                    f"positions interpolated the `{published.position_interpolation}` way, ImageNet mean/std",
     }
+    results = [eval_result(task, metric, values[1], reported=True) for (task, metric), values in published.reported.items()]
+    return {"training": training, "eval_results": results}
 
 
 def cli_main(argv: list[str]) -> None:

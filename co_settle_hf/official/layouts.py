@@ -11,6 +11,7 @@ that names it.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from dataclasses import dataclass, field
@@ -147,8 +148,8 @@ def build_model(layout: Layout, architecture: dict[str, Any]) -> transformers.Pr
         values.pop("num_register_tokens")
     config = getattr(transformers, config_class)(**values)
     model_cls = getattr(transformers, model_class)
-    kwargs = {"add_pooling_layer": False} if "add_pooling_layer" in model_cls.__init__.__code__.co_varnames else {}
-    return model_cls(config, **kwargs).eval()
+    pooler = "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters
+    return model_cls(config, **({"add_pooling_layer": False} if pooler else {})).eval()
 
 
 def convert_state(state: dict[str, torch.Tensor], layout: Layout, ignored: tuple[str, ...], source: str) -> dict[str, torch.Tensor]:

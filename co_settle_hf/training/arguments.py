@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Sequence
 
 from ..configuration_co_settle import (
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hub-model-id", default=None)
     run.add_argument("--hub-token", default=None)
     run.add_argument("--hub-private", action="store_true")
+    run.add_argument("--hub-push-backbone", action="store_true",
+                     help="Also upload the backbone (into backbone/), needed when --backbone is a local folder.")
     return parser
 
 
@@ -89,6 +92,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--streaming needs --max-train-steps (a streamed dataset has no length)")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id")
+    if args.push_to_hub and os.path.isdir(args.backbone) and not args.hub_push_backbone:
+        parser.error(f"--push-to-hub with the local --backbone {args.backbone}: the pushed adapter would not load elsewhere; "
+                     "add --hub-push-backbone to upload the backbone too, or train on a Hub backbone")
     if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
         parser.error(f"--checkpointing-steps must be a number or 'epoch', got {args.checkpointing_steps!r}")
     for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats",

@@ -38,7 +38,7 @@ from ..data import (
     sample_generator,
 )
 from ..modeling_co_settle import CoSettleModel
-from ..objective.forward import training_forward
+from .forward import training_forward
 from .arguments import parse_args
 from .checkpointing import RUN_STATE, list_checkpoints, load_checkpoint, read_json, save_checkpoint
 from .run_folder import RunLock, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
@@ -384,13 +384,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
             adapter = accelerator.unwrap_model(model)
 
             def write(folder: Path) -> None:
-                adapter.save_pretrained(folder, model_card={"training": summary})
+                adapter.save_pretrained(folder, model_card={"training": summary},
+                                             push_backbone=args.hub_push_backbone or None)
                 (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
 
             save_adapter_atomically(output_dir, write)
             if args.push_to_hub:
                 commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
-                                             commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary})
+                                             commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary},
+                                             push_backbone=args.hub_push_backbone or None)
                 accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
         accelerator.end_training()
     finally:

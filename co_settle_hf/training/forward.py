@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones.encoder import PositionCrop
-from .loss import ObjectiveOutput, co_settle_objective
-from .pea import sample_pea_offsets
+from ..objective.loss import ObjectiveOutput, co_settle_objective
+from ..objective.pea import sample_pea_offsets
 
 
 def draw_pea(config, batch: int, grid: tuple[int, int], generator: torch.Generator | None = None, device: torch.device | None = None) -> PositionCrop | None:
