@@ -91,7 +91,8 @@ def test_davis_with_an_adapter(workspace, tmp_path, capsys):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"] == {"n_context": 3, "radius": 4.0, "topk": 7, "temperature": 0.7, "size": [64, 96],
-                                   "split": "val", "resolution": "480p"}
+                                   "split": "val", "resolution": "480p", "neighbourhood": "circle",
+                                   "pad_context": True, "restrict_first_frame": False, "norm_mask": False}
     assert summary["num_sequences"] == 2 and summary["num_objects"] == 4
     assert 0.0 <= summary["J&F-Mean"] <= 1.0
     assert rows[model]["J&F-Mean"] == summary["J&F-Mean"] and "per_object" not in rows[model]
@@ -216,9 +217,12 @@ def test_tradeoff_adapter_against_its_base(workspace, tmp_path, capsys):
     rows = run_cli("tradeoff", workspace / "adapter", workspace / "clips", out)
     check_common_outputs(out, rows, capsys.readouterr().out, "tradeoff", ["adapted", "base"])
     metrics = {"d_intra", "d_inter", "tradeoff_margin", "cycle_accuracy", "effective_rank", "num_videos"}
+    extras = {f"{key}_{share}" for key in ("d_intra", "d_inter", "tradeoff_margin") for share in (95, 90)}
     for row in rows.values():
-        assert set(row) == metrics and row["num_videos"] == 2
+        assert set(row) == metrics | extras and row["num_videos"] == 2
         assert row["tradeoff_margin"] == pytest.approx(row["d_inter"] - 0.3 * row["d_intra"])
+        assert row["tradeoff_margin_90"] == pytest.approx(row["d_inter_90"] - 0.3 * row["d_intra_90"])
+        assert row["d_inter_90"] > row["d_inter_95"] > row["d_inter"]  # smaller diameters, larger ratios
     assert rows["adapted"]["d_intra"] != rows["base"]["d_intra"]  # two different encoders were measured
     with Image.open(out / "tradeoff.png") as plot:
         assert plot.format == "PNG" and np.array(plot.convert("L")).std() > 0

@@ -217,7 +217,7 @@ def test_a_sequence_too_short_to_score_is_reported_not_dropped(davis, tmp_path):
         for t in range(2, 5):
             (folder / f"{t:05d}.{ext}").unlink()
     summary = run(davis, tmp_path / "out")
-    assert summary["too_short"] == {"beta": 2}
+    assert summary["too_short"] == {"beta": {"frames": 2, "needs": 3}}
     assert summary["num_sequences"] == 1 and list(summary["per_object"]) == ["alpha_1", "alpha_2"]
 
 

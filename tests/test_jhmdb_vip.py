@@ -105,7 +105,7 @@ def test_evaluate_jhmdb_tracks_moving_joints(tmp_path):
         "\nrun/clip_b\n")
     out = tmp_path / "out"
     summary = jhmdb.evaluate_jhmdb(PooledPixelEncoder(), root, out, list_file=root / "val.txt", size=(64, 64),
-                                   n_context=7, progress=False)
+                                   n_context=7, progress=False, mapping="centred")  # the cell-exact fabricated joints
     assert summary["num_videos"] == 2
     assert summary["num_scored"] == 2 * 4 * 15  # frames 1..4 of two videos, all joints visible
     assert summary["PCK@0.1"] == 1.0 and summary["PCK@0.2"] == 1.0
@@ -123,7 +123,8 @@ def test_evaluate_jhmdb_tracks_moving_joints(tmp_path):
         def __call__(self, pixel_values):
             return torch.ones_like(super().__call__(pixel_values))
 
-    blind = jhmdb.evaluate_jhmdb(Blind(), root, tmp_path / "blind", size=(64, 64), n_context=7, progress=False)
+    blind = jhmdb.evaluate_jhmdb(Blind(), root, tmp_path / "blind", size=(64, 64), n_context=7, progress=False,
+                                 mapping="centred")
     assert blind["num_videos"] == 2  # found without a list: every <action>/<video>
     assert blind["PCK@0.2"] < 0.5
 
@@ -131,7 +132,7 @@ def test_evaluate_jhmdb_tracks_moving_joints(tmp_path):
 def test_jhmdb_lost_joint_is_a_miss_unless_asked(tmp_path):
     root = tmp_path / "jhmdb"
     _write_jhmdb(root, "walk/clip_a", joint0_outside=True)
-    kwargs = dict(size=(64, 64), n_context=7, progress=False)
+    kwargs = dict(size=(64, 64), n_context=7, progress=False, mapping="centred")
     miss = jhmdb.evaluate_jhmdb(PooledPixelEncoder(), root, tmp_path / "miss", **kwargs)
     assert miss["lost_joints"] == 4 and miss["num_scored"] == 60
     assert miss["PCK@0.2"] == pytest.approx(56 / 60)

@@ -121,15 +121,15 @@ def _softmax(row):
     return [v / s for v in e]
 
 
-def _cycle_by_hand(video: np.ndarray, fractions, tau: float) -> float:
-    """video (T, 4, 4, D) with 2x2 pooling -> 4 nodes per frame, loops only."""
+def _cycle_by_hand(video: np.ndarray, fractions, tau: float, normalise: bool) -> float:
+    """video (T, 4, 4, D) with 2x2 pooling -> 4 nodes per frame, loops only; raw or unit-norm tokens."""
     t_len = video.shape[0]
     hits = total = 0
     for a, b in fractions:
         t1, t2 = min(int(a * t_len), t_len - 1), min(int(b * t_len), t_len - 1)
         nodes = []
         for t in (t1, t2):
-            unit = video[t] / np.linalg.norm(video[t], axis=-1, keepdims=True)
+            unit = video[t] / np.linalg.norm(video[t], axis=-1, keepdims=True) if normalise else video[t]
             nodes.append([unit[2 * r : 2 * r + 2, 2 * c : 2 * c + 2].reshape(4, -1).mean(0) for r in range(2) for c in range(2)])
         n1, n2 = nodes
         a12 = [_softmax([float(np.dot(x, y)) / tau for y in n2]) for x in n1]
@@ -144,10 +144,15 @@ def _cycle_by_hand(video: np.ndarray, fractions, tau: float) -> float:
 def test_cycle_accuracy_matches_hand_computation():
     rng = np.random.default_rng(4)
     videos = [rng.normal(size=(10, 4, 4, 3)), rng.normal(size=(13, 4, 4, 3))]
+    tensors = [torch.tensor(v, dtype=torch.float32) for v in videos]
     for tau in (0.03, 1.0):
-        expected = sum(_cycle_by_hand(v, T.CYCLE_FRACTIONS, tau) for v in videos) / 2
-        got = T.cycle_accuracy_at_fractions([torch.tensor(v, dtype=torch.float32) for v in videos], temperature=tau)
-        assert got == pytest.approx(expected, abs=1e-6)
+        for normalise in (False, True):  # raw features (the authors' walk, default) or unit-norm
+            expected = sum(_cycle_by_hand(v, T.CYCLE_FRACTIONS, tau, normalise) for v in videos) / 2
+            got = T.cycle_accuracy_at_fractions(tensors, temperature=tau, normalise=normalise)
+            assert got == pytest.approx(expected, abs=1e-6)
+    # The two walks differ on these features: the default really is the raw one.
+    assert T.cycle_accuracy_at_fractions(tensors, temperature=1.0) != T.cycle_accuracy_at_fractions(
+        tensors, temperature=1.0, normalise=True)
     # A static video whose 2x2 blocks are orthogonal: every walk comes home.
     blocks = torch.eye(4).reshape(2, 2, 4).repeat_interleave(2, 0).repeat_interleave(2, 1)
     assert T.cycle_accuracy_at_fractions([blocks.expand(10, 4, 4, 4)]) == 1.0
@@ -182,9 +187,13 @@ def test_analyze_tradeoff_side_by_side():
     encoders = {"base": PooledPixelEncoder(16), "scaled": PooledPixelEncoder(16, scale=10.0)}
     res = T.analyze_tradeoff(encoders, videos, resize=64, crop=64)
     assert set(res) == {"base", "scaled"}
-    # Every metric is invariant to the scale of the features: the two encoders must agree.
-    for key in ("d_intra", "d_inter", "cycle_accuracy", "effective_rank"):
+    # The distances and the rank are invariant to the scale of the features: the two encoders agree.
+    for key in ("d_intra", "d_inter", "effective_rank", "d_intra_95", "d_inter_90"):
         assert res["scaled"][key] == pytest.approx(res["base"][key], rel=1e-5), key
+    # The raw-feature walk (the authors') is not: x10 features sharpen the softmax; the unit-norm walk is.
+    assert res["scaled"]["cycle_accuracy"] != res["base"]["cycle_accuracy"]
+    unit = T.analyze_tradeoff(encoders, videos, resize=64, crop=64, cycle_features="normalised")
+    assert unit["scaled"]["cycle_accuracy"] == pytest.approx(unit["base"]["cycle_accuracy"], rel=1e-5)
     # And they equal the building blocks applied to the same preprocessed features.
     feats = [T.encode_raw(encoders["base"], T.preprocess_frames(v, 64, 64)) for v in videos]
     assert feats[0].shape == (9, 4, 4, 3)
@@ -194,6 +203,8 @@ def test_analyze_tradeoff_side_by_side():
     assert res["base"]["tradeoff_margin"] == pytest.approx(res["base"]["d_inter"] - 0.3 * res["base"]["d_intra"])
     assert res["base"]["num_videos"] == 3
     assert 0 < res["base"]["d_intra"] < res["base"]["d_inter"]
+    # The streamed (Gram matrix) effective rank equals the SVD of all middle frames stacked.
+    assert res["base"]["effective_rank"] == pytest.approx(T.effective_rank(torch.stack([f[4] for f in feats])), rel=1e-9)
 
 
 def test_analyze_tradeoff_subsamples_frames_and_reports_bad_input():

@@ -11,14 +11,23 @@ import numpy as np
 import torch
 
 from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
+from .distributed import Processes, current_processes
 from .encoders import LoadedModel, load_for_evaluation
+from .jhmdb import MAPPINGS
 from .outputs import OutputFolder
+from .propagation import PROTOCOLS, PropagationSettings
+from .vip import VIP_TOPK
 
-TASK_DEFAULTS = {"davis": 7, "jhmdb": 7, "vip": 10}
+PROTOCOL_HELP = ("propagation protocol: 'cropmae' (default; the CropMAE / videowalk evaluation behind the "
+                 "published DAVIS, JHMDB and VIP tables: temperature 0.7, top-k 7 (10 on VIP), 20 previous frames, "
+                 "circular radius 20) or 'dino' (DINO's evaluation: temperature 0.1, top-5, 7 previous frames, "
+                 "square neighbourhood of 12 cells, norm_mask)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="co-settle eval", description="Evaluate an adapter or a bare backbone.")
+    parser = argparse.ArgumentParser(prog="co-settle eval", description="Evaluate an adapter or a bare backbone. "
+                                     "Under `accelerate launch -m co_settle_hf.evaluate ...` videos are shared "
+                                     "among the processes; the files are those of one process.")
     parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tradeoff"))
     parser.add_argument("--model", required=True, help="adapter or backbone: local path or Hub id")
     parser.add_argument("--revision", default=None)
@@ -27,23 +36,56 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where results go; refused inside --data-root, and if it already holds results")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results already in --output-dir (only once the new run has finished)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
     parser.add_argument("--update-card", metavar="ADAPTER", default=None,
                         help="add the results to this saved adapter's model card (model-index entries)")
-    group = parser.add_argument_group("label propagation (SPEC section 5)")
-    group.add_argument("--topk", type=int, default=None, help="default 7 (DAVIS, JHMDB) or 10 (VIP)")
-    group.add_argument("--n-context", type=int, default=20)
-    group.add_argument("--radius", type=float, default=20.0)
-    group.add_argument("--temperature", type=float, default=0.7)
+    group = parser.add_argument_group("label propagation (DAVIS, JHMDB, VIP)")
+    group.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cropmae", help=PROTOCOL_HELP)
+    group.add_argument("--topk", type=int, nargs="+", default=None,
+                       help="neighbours per node; several values sweep them (default: the protocol's)")
+    group.add_argument("--propagation-temperature", "--propagation_temperature", "--temperature",
+                       dest="propagation_temperature", type=float, nargs="+", default=None,
+                       help="affinity temperature of label propagation; several values sweep them "
+                            "(default: the protocol's)")
+    group.add_argument("--n-context", type=int, default=None, help="previous frames in the context")
+    group.add_argument("--radius", type=float, default=None, help="spatial neighbourhood in feature cells")
+    group.add_argument("--feature-cache", "--feature_cache", default=None, metavar="DIR",
+                       help="store each video's features here and reuse them (a sweep computes them once)")
     group.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                        help="input size (default 480 880 for DAVIS, 320 320 for JHMDB)")
     group.add_argument("--long-side", type=int, default=880, help="VIP input long side")
     group.add_argument("--list-file", default=None, help="JHMDB / VIP list of videos (default: the official one)")
     group.add_argument("--sequences", nargs="*", default=None, help="DAVIS: only these sequences")
     group.add_argument("--video", action="store_true", help="DAVIS: also write an mp4 of the propagated masks")
-    group = parser.add_argument_group("trade-off analysis")
-    group.add_argument("--num-frames", type=int, default=None, help="evenly spaced frames per video (all if unset)")
+    group.add_argument("--mapping", choices=MAPPINGS, default="reference",
+                       help="JHMDB joint-to-cell mapping: 'reference' (CropMAE's, behind the published PCK) or "
+                            "'centred' (pixel and cell centres aligned, a continuous Gaussian)")
+    group.add_argument("--pck-thresholds", type=float, nargs="+", default=[0.1, 0.2],
+                       help="JHMDB PCK thresholds, e.g. 0.1 0.2 0.3 0.4 0.5")
+    group.add_argument("--count-lost-as-miss", action=argparse.BooleanOptionalAction, default=True,
+                       help="JHMDB: a joint whose map vanished is a miss (default) or, with --no-..., not scored "
+                            "(the reference's behaviour)")
+    group.add_argument("--include-first-frame", action=argparse.BooleanOptionalAction, default=None,
+                       help="score the given first frame too (default: no for JHMDB, yes for VIP, as published)")
+    group = parser.add_argument_group("trade-off analysis (each video needs at least 8 frames)")
+    group.add_argument("--num-frames", "--num_frames", type=int, default=None,
+                       help="evenly spaced frames per video (all if unset; the authors use 40)")
+    group.add_argument("--sample-csv", "--sample_csv", default=None,
+                       help="the authors' sample list: one video (frame folder or file) per line, no header, "
+                            "relative to --data-root")
+    group.add_argument("--cycle-features", choices=("raw", "normalised"), default="raw",
+                       help="features the cycle accuracy walks on: raw (as the authors) or L2-normalised")
     return parser
+
+
+def propagation_settings(args: argparse.Namespace) -> list[PropagationSettings]:
+    """The protocol's settings with the command line's changes; one per (top-k, temperature) of a sweep."""
+    base = PROTOCOLS[args.protocol]
+    if args.protocol == "cropmae" and args.task == "vip":
+        base = base.with_values(topk=VIP_TOPK)
+    base = base.with_values(n_context=args.n_context, radius=args.radius)
+    return [base.with_values(topk=k, temperature=t)
+            for k in (args.topk or [base.topk]) for t in (args.propagation_temperature or [base.temperature])]
 
 
 def print_table(title: str, rows: dict[str, dict[str, Any]]) -> str:
@@ -59,24 +101,78 @@ def print_table(title: str, rows: dict[str, dict[str, Any]]) -> str:
     return text
 
 
-def run_davis(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder) -> dict[str, Any]:
-    from .davis import evaluate_davis, list_davis_sequences, read_frames
+def sweep_table(title: str, rows: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table with a row per propagation setting of a sweep; printed and returned."""
+    columns = [k for k, v in next(iter(rows.values())).items() if isinstance(v, (int, float))]
+    lines = [f"### {title}", "", "| setting | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, row in rows.items():
+        cells = [row.get(c) for c in columns]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def metrics_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a summary that belong in the results table (not timing, which varies run to run)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "frames_per_second"}
+
+
+def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
+                         ) -> dict[str, dict[str, Any]]:
+    """DAVIS, JHMDB or VIP, for every propagation setting asked; rows on the main process ({} elsewhere)."""
+    from .cache import FeatureCache
+    from .davis import evaluate_davis
+    from .jhmdb import evaluate_jhmdb
+    from .vip import evaluate_vip
+
+    settings = propagation_settings(args)
+    cache = FeatureCache(args.feature_cache, loaded.encoder) if args.feature_cache else None
+    common = dict(cache=cache, processes=processes, progress=processes.is_main)
+    if args.task == "davis":
+        summary = evaluate_davis(loaded.encoder, args.data_root, out, settings, size=tuple(args.size or (480, 880)),
+                                 sequences=args.sequences, **common)
+    elif args.task == "jhmdb":
+        summary = evaluate_jhmdb(loaded.encoder, args.data_root, out, settings, list_file=args.list_file,
+                                 size=tuple(args.size or (320, 320)), mapping=args.mapping,
+                                 thresholds=args.pck_thresholds, count_lost_as_miss=args.count_lost_as_miss,
+                                 include_first_frame=bool(args.include_first_frame), **common)
+    else:
+        include = True if args.include_first_frame is None else args.include_first_frame
+        summary = evaluate_vip(loaded.encoder, args.data_root, out, settings, list_file=args.list_file,
+                               long_side=args.long_side, include_first_frame=include, **common)
+    if not processes.is_main:
+        return {}
+    timing = summary["timing"]
+    print(f"{args.task}: {timing['frames']} frames in {timing['seconds']:.1f} s on the main process "
+          f"({timing['frames_per_second']:.2f} frames/s); feature cache: {timing['cache_hits']} hits, "
+          f"{timing['cache_misses']} misses", flush=True)
+    out.path("timing.json").write_text(json.dumps(timing, indent=2, default=float))
+    if args.task == "davis":
+        davis_pictures(args, loaded, out, "" if len(settings) == 1 else settings[0].label())
+    if len(settings) == 1:
+        return {args.model: metrics_of(summary)}
+    return {s.label(): {"topk": s.topk, "temperature": s.temperature, **metrics_of(one)}
+            for s, one in zip(settings, summary["summaries"])}
+
+
+def davis_pictures(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, folder: str) -> None:
+    """The first sequence's contact sheet (and mp4, and the feature PCA of an adapter)."""
+    from .davis import list_davis_sequences, read_frames
     from .plots import contact_sheet, feature_pca_figure, write_overlay_video
 
-    size = tuple(args.size or (480, 880))
-    summary = evaluate_davis(
-        loaded.encoder, args.data_root, out, n_context=args.n_context, radius=args.radius,
-        topk=args.topk or TASK_DEFAULTS["davis"], temperature=args.temperature, size=size, sequences=args.sequences,
-    )
     first = list_davis_sequences(args.data_root, sequences=args.sequences)[0]
+    if len(first.frames) < 3:
+        return  # too short to be scored, so no masks were written
     frames = read_frames(first.frames)
-    masks = torch.from_numpy(np.stack([_read_ids(out.path(first.name, p.with_suffix(".png").name)) for p in first.frames]))
+    masks = torch.from_numpy(np.stack([_read_ids(out.path(folder, first.name, p.with_suffix(".png").name))
+                                       for p in first.frames]))
     contact_sheet(frames, masks, out.path(f"{first.name}_propagation.png"))
     if args.video:
         write_overlay_video(frames, masks, out.path(f"{first.name}_propagation.mp4"))
     if loaded.adapter is not None:
+        size = tuple(args.size or (480, 880))
         feature_figure(loaded, frames[0], size, out.path(f"{first.name}_features_pca.png"), feature_pca_figure)
-    return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
 
 
 def feature_figure(loaded: LoadedModel, frame: torch.Tensor, size: tuple[int, int], path: Path, draw) -> Path:
@@ -99,12 +195,17 @@ def _read_ids(path: Path) -> np.ndarray:
         return np.array(image)
 
 
-def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder) -> dict[str, dict[str, Any]]:
+def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
+                 ) -> dict[str, dict[str, Any]]:
     from .plots import tradeoff_scatter
-    from .tradeoff import analyze_tradeoff
+    from .tradeoff import analyze_tradeoff, read_sample_csv
 
     encoders = {"adapted": loaded.encoder, "base": loaded.base} if loaded.base is not None else {"model": loaded.encoder}
-    results = analyze_tradeoff(encoders, args.data_root, num_frames=args.num_frames, progress=True)
+    videos = read_sample_csv(args.sample_csv, args.data_root) if args.sample_csv else args.data_root
+    results = analyze_tradeoff(encoders, videos, num_frames=args.num_frames, progress=processes.is_main,
+                               cycle_features=args.cycle_features, processes=processes)
+    if not processes.is_main:
+        return {}
     points = {name: (r["d_intra"], r["d_inter"]) for name, r in results.items()}
     arrows = [("base", "adapted")] if "base" in results else []
     tradeoff_scatter(points, arrows, out.path("tradeoff.png"))
@@ -118,33 +219,24 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     if args.update_card:
         check_card_target(args.update_card, args.task)
     try:
-        output = OutputFolder(args.output_dir, [args.data_root], args.overwrite)  # checks; writes nothing yet
-        loaded = load_for_evaluation(args.model, args.revision, args.device)  # fails before anything is written
+        settings = propagation_settings(args)  # argument errors first
+        if args.update_card and len(settings) > 1:
+            raise ValueError("--update-card records one setting's results: give one --topk and one --propagation-temperature")
+        processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
+        output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
+        loaded = load_for_evaluation(args.model, args.revision, args.device or str(processes.device))
         with output as out:
-            rows = run_task(args, loaded, out)
-            table = print_table(f"{args.task}: {args.model}", rows)
-            out.path("table.md").write_text(table + "\n")
-            out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
-        if args.update_card:
+            if args.task == "tradeoff":
+                rows = run_tradeoff(args, loaded, out, processes)
+            else:
+                rows = run_propagation_task(args, loaded, out, processes)
+            if processes.is_main:
+                title = f"{args.task}: {args.model}"
+                table = print_table(title, rows) if len(settings) == 1 else sweep_table(title, rows)
+                out.path("table.md").write_text(table + "\n")
+                out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+        if args.update_card and processes.is_main:
             add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     except (ValueError, FileNotFoundError) as error:  # bad data or arguments: the message names them
         raise SystemExit(f"co-settle eval {args.task}: {error}") from None
     return rows
-
-
-def run_task(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder) -> dict[str, dict[str, Any]]:
-    """The task's rows (model -> metrics), its files written into ``out``."""
-    if args.task == "tradeoff":
-        return run_tradeoff(args, loaded, out)
-    if args.task == "davis":
-        return {args.model: run_davis(args, loaded, out)}
-    from .jhmdb import evaluate_jhmdb
-    from .vip import evaluate_vip
-
-    common = dict(list_file=args.list_file, n_context=args.n_context, radius=args.radius,
-                  topk=args.topk or TASK_DEFAULTS[args.task], temperature=args.temperature)
-    if args.task == "jhmdb":
-        summary = evaluate_jhmdb(loaded.encoder, args.data_root, out, size=tuple(args.size or (320, 320)), **common)
-    else:
-        summary = evaluate_vip(loaded.encoder, args.data_root, out, long_side=args.long_side, **common)
-    return {args.model: {k: v for k, v in summary.items() if isinstance(v, (int, float))}}

@@ -37,10 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .features import DenseEncoder, extract_video_features, fit_to_patches
+from .features import DenseEncoder, fit_to_patches
+from .images import decode_image, image_header, read_annotation, read_frames, write_annotation  # noqa: F401
+from .loop import evaluate_task
 from .metrics import db_statistics, f_measure, jaccard
-from .outputs import OutputFolder, check_name, open_output
-from .propagation import labels_to_onehot, propagate_labels, resize_ids, upsample_and_argmax
+from .outputs import OutputFolder, check_name
+from .propagation import PropagationSettings, labels_to_onehot, resize_ids, upsample_and_argmax
 from .results import write_csv, write_summary
 
 VOID_LABEL = 255
@@ -130,57 +132,6 @@ def list_davis_sequences(
     return found
 
 
-def read_frames(paths: Sequence[Path]) -> torch.Tensor:
-    """RGB frames as a uint8 tensor (T, H, W, 3); all frames must share one size."""
-    frames = []
-    for path in paths:
-        array = decode_image(path, "RGB")
-        if frames and array.shape != frames[0].shape:
-            raise ValueError(f"frame {path} is {array.shape[1]}x{array.shape[0]}, the sequence's first frame "
-                             f"{paths[0]} is {frames[0].shape[1]}x{frames[0].shape[0]}")
-        frames.append(array)
-    return torch.from_numpy(np.stack(frames))
-
-
-def read_annotation(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, list[int] | None]:
-    """Object-id map (H, W) uint8 of an annotation PNG and its palette (None if greyscale).
-
-    ``size`` (height, width), when given, is the size of the frame the annotation belongs to.
-    """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise ValueError(f"annotation {path} has mode {image.mode}; expected a palette (P) or greyscale (L) "
-                                 "PNG whose pixel values are object ids")
-            palette = image.getpalette() if image.mode == "P" else None
-            ids = np.array(image)
-    except (OSError, SyntaxError) as error:  # PIL's decode errors do not name the file
-        raise ValueError(f"cannot decode annotation {path}: {error}") from error
-    if palette is not None and ids.size and int(ids.max()) >= len(palette) // 3:
-        raise ValueError(f"annotation {path} holds label {int(ids.max())}, outside its {len(palette) // 3}-colour palette")
-    if size is not None and ids.shape != tuple(size):
-        raise ValueError(f"annotation {path} is {ids.shape[1]}x{ids.shape[0]} but its frame is {size[1]}x{size[0]}")
-    return ids, palette
-
-
-def image_header(path: Path) -> tuple[str, tuple[int, int]]:
-    """(mode, (width, height)) from an image file's header; an unreadable header names the file."""
-    try:
-        with Image.open(path) as image:
-            return image.mode, image.size
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
-
-
-def decode_image(path: Path, mode: str) -> np.ndarray:
-    """An image file as a numpy array in PIL ``mode``; a decode error names the file."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert(mode))
-    except (OSError, SyntaxError, ValueError) as error:  # e.g. "image file is truncated", "Truncated File Read"
-        raise ValueError(f"cannot decode image {path}: {error}") from error
-
-
 def object_ids(annotations: Sequence[Path], gt: np.ndarray) -> int:
     """Number of objects of a sequence: the labels of its first annotation (255, void, excluded).
 
@@ -203,42 +154,6 @@ def object_ids(annotations: Sequence[Path], gt: np.ndarray) -> int:
     return count
 
 
-def write_annotation(path: Path, ids: np.ndarray, palette: list[int]) -> None:
-    """Save an object-id map as a palette PNG."""
-    image = Image.fromarray(np.asarray(ids, dtype=np.uint8))
-    image.putpalette(palette)  # turns the greyscale image into a palette image
-    image.save(path, format="PNG")
-
-
-def predict_sequence(
-    encoder: DenseEncoder,
-    frames: torch.Tensor,
-    first_ids: np.ndarray,
-    num_objects: int,
-    *,
-    size: tuple[int, int],
-    n_context: int,
-    radius: float,
-    topk: int,
-    temperature: float,
-) -> np.ndarray:
-    """Propagate the first frame's object ids through a video: (T, H, W) uint8 at frame size.
-
-    Frame 0 of the result is the given annotation (with ids above ``num_objects``,
-    i.e. void, set to background).
-    """
-    height, width = frames.shape[1:3]
-    feats = extract_video_features(encoder, frames, size=size)
-    grid = tuple(feats.shape[1:3])
-    first = resize_ids(torch.from_numpy(first_ids.astype(np.int64)), size)
-    first_labels = labels_to_onehot(first, num_objects + 1, grid).to(feats.device)
-    soft = propagate_labels(feats, first_labels, n_context=n_context, radius=radius, topk=topk,
-                            temperature=temperature)
-    pred = resize_ids(upsample_and_argmax(soft, size), (height, width)).cpu().numpy().astype(np.uint8)
-    pred[0] = np.where(first_ids <= num_objects, first_ids, 0)
-    return pred
-
-
 def score_sequence(pred: np.ndarray, gt: np.ndarray, num_objects: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-object, per-frame J and F, (num_objects, T - 2) each, first and last frame excluded."""
     frames = range(1, gt.shape[0] - 1)
@@ -254,17 +169,80 @@ def score_sequence(pred: np.ndarray, gt: np.ndarray, num_objects: int) -> tuple[
 
 #: DAVIS scores frames 1..T-2 (the first is given, the last excluded), so a sequence needs 3 frames.
 MIN_FRAMES = 3
+GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+
+
+@dataclass
+class DavisTask:
+    """DAVIS-2017 for :func:`~co_settle_hf.evaluation.loop.run_propagation` (module docstring)."""
+
+    sequences: list[DavisSequence]
+    size: tuple[int, int]
+    save_masks: bool = True
+    split: str = "val"
+    resolution: str = "480p"
+    name: str = "DAVIS"
+
+    def videos(self) -> list[DavisSequence]:
+        return self.sequences
+
+    min_frames: int = MIN_FRAMES
+
+    def input_size(self, frame_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
+        return fit_to_patches(self.size, patch_size)
+
+    def first_labels(self, seq, frame_size, size, grid):
+        gt_and_palettes = [read_annotation(p, frame_size) for p in seq.annotations]
+        gt = np.stack([ids for ids, _ in gt_and_palettes])
+        num_objects = object_ids(seq.annotations, gt)
+        first = resize_ids(torch.from_numpy(gt[0].astype(np.int64)), size)
+        palette = gt_and_palettes[0][1] or davis_palette().reshape(-1).tolist()
+        return labels_to_onehot(first, num_objects + 1, grid), (gt, num_objects, palette, size)
+
+    def score(self, seq, state, soft, settings: PropagationSettings, out: OutputFolder, folder: str) -> dict[str, Any]:
+        gt, num_objects, palette, size = state
+        pred = upsample_and_argmax(soft, size, norm_mask=settings.norm_mask)
+        pred = resize_ids(pred, gt.shape[1:]).cpu().numpy().astype(np.uint8)
+        pred[0] = np.where(gt[0] <= num_objects, gt[0], 0)  # the given annotation, void as background
+        if self.save_masks:
+            for frame_path, ids in zip(seq.frames, pred):
+                write_annotation(out.path(folder, seq.name, f"{frame_path.stem}.png"), ids, palette)
+        j, f = score_sequence(pred, gt, num_objects)
+        return {f"{seq.name}_{obj + 1}": (db_statistics(j[obj]), db_statistics(f[obj])) for obj in range(num_objects)}
+
+    def summarise(self, rows, too_short, settings, out, folder) -> dict[str, Any]:
+        objects = {name: value for row in rows for name, value in row.items()}
+        stats = {key: [v[part][stat] for v in objects.values()] for part, letter in enumerate("JF")
+                 for stat, key in enumerate((f"{letter}-M", f"{letter}-R", f"{letter}-D"))}
+
+        def mean(values: list[float]) -> float:
+            finite = [v for v in values if not math.isnan(v)]
+            return float(np.mean(finite)) if finite else math.nan
+
+        j_mean, f_mean = mean(stats["J-M"]), mean(stats["F-M"])
+        summary: dict[str, Any] = {
+            "J&F-Mean": (j_mean + f_mean) / 2, "J-Mean": j_mean, "J-Recall": mean(stats["J-R"]),
+            "J-Decay": mean(stats["J-D"]), "F-Mean": f_mean, "F-Recall": mean(stats["F-R"]),
+            "F-Decay": mean(stats["F-D"]), "num_sequences": len(rows), "num_objects": len(objects),
+            "too_short": too_short,
+            "per_object": {name: {"J-Mean": j[0], "F-Mean": f[0]} for name, (j, f) in objects.items()},
+            "settings": {**settings.as_dict(), "size": list(self.size), "split": self.split,
+                         "resolution": self.resolution},
+        }
+        write_csv(out.path(folder, f"global_results-{self.split}.csv"), GLOBAL_KEYS,
+                  [[summary[k] for k in GLOBAL_KEYS]], decimals=3)
+        write_csv(out.path(folder, f"per-sequence_results-{self.split}.csv"), ["Sequence", "J-Mean", "F-Mean"],
+                  [[name, v["J-Mean"], v["F-Mean"]] for name, v in summary["per_object"].items()], decimals=3)
+        write_summary(out.path(folder, "summary.json"), summary)
+        return summary
 
 
 def evaluate_davis(
     encoder: DenseEncoder,
     root: str | Path,
     output_dir: str | Path | OutputFolder,
+    settings: PropagationSettings | Sequence[PropagationSettings] | None = None,
     *,
-    n_context: int = 20,
-    radius: float = 20,
-    topk: int = 7,
-    temperature: float = 0.7,
     size: tuple[int, int] = (480, 880),
     sequences: Sequence[str] | None = None,
     save_masks: bool = True,
@@ -272,93 +250,25 @@ def evaluate_davis(
     split: str = "val",
     resolution: str = "480p",
     overwrite: bool = False,
+    cache: Any = None,
+    processes: Any = None,
+    **knobs: Any,
 ) -> dict[str, Any]:
     """Label-propagation DAVIS-2017 evaluation of ``encoder`` (see the module docstring).
 
-    ``size`` is the encoder's input (height, width), rounded down to multiples of its patch
-    size so the patch grid tiles the frame. Writes, under ``output_dir`` (see
+    ``settings`` is the propagation protocol (default CropMAE's; keyword ``knobs`` such as
+    ``topk=5`` change single fields), or a list of them for a sweep (files per setting in
+    sub-folders). ``size`` is the encoder's input (height, width), rounded down to multiples of
+    its patch size so the patch grid tiles the frame. Writes, under ``output_dir`` (see
     :class:`~co_settle_hf.evaluation.outputs.OutputFolder`: refused inside ``root`` and, unless
     ``overwrite``, when it already holds results): the predicted masks ``<seq>/<frame>.png``
     (if ``save_masks``), ``per-sequence_results-<split>.csv`` (one row per object,
     ``<seq>_<id>``), ``global_results-<split>.csv`` and ``summary.json``. Sequences shorter
     than :data:`MIN_FRAMES` are not scored and listed under ``too_short`` in the summary.
-    Returns the summary dict (J&F-Mean, J/F Mean, Recall, Decay, per-object means, settings, timing).
+    Returns the summary (the first one for a sweep; ``summaries`` holds them all), with the
+    run's timing under ``timing``.
     """
     seqs = list_davis_sequences(root, split, sequences, resolution)
-    with open_output(output_dir, [root], overwrite) as out:
-        summary = _evaluate_sequences(encoder, seqs, out, size=fit_to_patches(tuple(size), int(encoder.patch_size)),
-                                      settings=dict(n_context=n_context, radius=radius, topk=topk,
-                                                    temperature=temperature),
-                                      save_masks=save_masks, progress=progress)
-        summary["settings"].update(split=split, resolution=resolution)
-        global_keys = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
-        write_csv(out.path(f"global_results-{split}.csv"), global_keys, [[summary[k] for k in global_keys]], decimals=3)
-        write_csv(out.path(f"per-sequence_results-{split}.csv"), ["Sequence", "J-Mean", "F-Mean"],
-                  [[name, v["J-Mean"], v["F-Mean"]] for name, v in summary["per_object"].items()], decimals=3)
-        write_summary(out.path("summary.json"), summary)
-    return summary
-
-
-def _evaluate_sequences(encoder: DenseEncoder, seqs: list[DavisSequence], out: OutputFolder, *, size: tuple[int, int],
-                        settings: dict[str, Any], save_masks: bool, progress: bool) -> dict[str, Any]:
-    stats: dict[str, list[float]] = {key: [] for key in ("J-M", "J-R", "J-D", "F-M", "F-R", "F-D")}
-    per_object: dict[str, dict[str, float]] = {}
-    too_short: dict[str, int] = {}
-    num_frames, seconds = 0, 0.0
-    iterator: Any = seqs
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(seqs, desc="DAVIS", unit="seq")
-    for seq in iterator:
-        if len(seq.frames) < MIN_FRAMES:
-            too_short[seq.name] = len(seq.frames)
-            print(f"DAVIS: sequence {seq.name!r} has {len(seq.frames)} frame(s); scoring needs at least {MIN_FRAMES} "
-                  "(first and last frames are not scored): not scored, listed under too_short", flush=True)
-            continue
-        frames = read_frames(seq.frames)
-        frame_size = tuple(frames.shape[1:3])
-        gt_and_palettes = [read_annotation(p, frame_size) for p in seq.annotations]
-        gt = np.stack([ids for ids, _ in gt_and_palettes])
-        palette = gt_and_palettes[0][1] or davis_palette().reshape(-1).tolist()
-        num_objects = object_ids(seq.annotations, gt)
-
-        start = time.perf_counter()
-        pred = predict_sequence(encoder, frames, gt[0], num_objects, size=size, **settings)
-        seconds += time.perf_counter() - start
-        num_frames += len(seq.frames)
-
-        if save_masks:
-            for frame_path, ids in zip(seq.frames, pred):
-                write_annotation(out.path(seq.name, f"{frame_path.stem}.png"), ids, palette)
-
-        j, f = score_sequence(pred, gt, num_objects)
-        for obj in range(num_objects):
-            jm, jr, jd = db_statistics(j[obj])
-            fm, fr, fd = db_statistics(f[obj])
-            for key, value in zip(stats, (jm, jr, jd, fm, fr, fd)):
-                stats[key].append(value)
-            per_object[f"{seq.name}_{obj + 1}"] = {"J-Mean": jm, "F-Mean": fm}
-    if not per_object:
-        raise ValueError(f"no DAVIS sequence could be scored: all are shorter than {MIN_FRAMES} frames ({too_short})")
-
-    def mean(values: list[float]) -> float:
-        finite = [v for v in values if not math.isnan(v)]
-        return float(np.mean(finite)) if finite else math.nan
-
-    j_mean, f_mean = mean(stats["J-M"]), mean(stats["F-M"])
-    return {
-        "J&F-Mean": (j_mean + f_mean) / 2,
-        "J-Mean": j_mean,
-        "J-Recall": mean(stats["J-R"]),
-        "J-Decay": mean(stats["J-D"]),
-        "F-Mean": f_mean,
-        "F-Recall": mean(stats["F-R"]),
-        "F-Decay": mean(stats["F-D"]),
-        "num_sequences": len(seqs) - len(too_short),
-        "num_objects": len(per_object),
-        "too_short": too_short,
-        "per_object": per_object,
-        "settings": {**settings, "size": list(size)},
-        "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
-    }
+    task = DavisTask(seqs, fit_to_patches(tuple(size), int(encoder.patch_size)), save_masks, split, resolution)
+    return evaluate_task(task, encoder, root, output_dir, settings, knobs, overwrite=overwrite, cache=cache,
+                         processes=processes, progress=progress)

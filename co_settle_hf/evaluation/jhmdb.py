@@ -47,7 +47,6 @@ PCK values are shares in [0, 1] (the paper prints percentages).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,10 +57,10 @@ import torch
 
 from co_settle_hf.data.frames import list_images
 
-from .davis import read_frames
-from .features import DenseEncoder, extract_video_features, fit_to_patches
-from .outputs import OutputFolder, open_output
-from .propagation import propagate_labels
+from .features import DenseEncoder, fit_to_patches
+from .loop import evaluate_task
+from .outputs import OutputFolder
+from .propagation import PropagationSettings
 from .results import write_csv, write_summary
 
 NUM_JOINTS = 15
@@ -279,112 +278,139 @@ def pck(
     return result
 
 
-def predict_joints(
-    encoder: DenseEncoder,
-    frames: torch.Tensor,
-    first_joints: np.ndarray,
-    *,
-    size: tuple[int, int],
-    n_context: int,
-    radius: float,
-    topk: int,
-    temperature: float,
-) -> np.ndarray:
-    """Propagate frame 0's joints through a video: (T, 15, 2) pixel (x, y), NaN where lost."""
-    image_size = tuple(frames.shape[1:3])
-    feats = extract_video_features(encoder, frames, size=size)
-    grid = tuple(feats.shape[1:3])
-    cells = pixels_to_cells(torch.from_numpy(first_joints), image_size, grid)
-    first = joint_heatmaps(cells, grid).to(feats.device)
-    soft = propagate_labels(feats, first, n_context=n_context, radius=radius, topk=topk, temperature=temperature)
-    peaks = heatmap_peaks(soft[:, 1:].cpu())
-    return cells_to_pixels(peaks, image_size, grid).numpy()
+MAPPINGS = ("reference", "centred")
+
+
+def reference_heatmaps(joints: torch.Tensor, grid: tuple[int, int], sigma: float = SIGMA) -> torch.Tensor:
+    """(16, h, w) float32 heat maps of joints (15, 2) in cell units, drawn as the reference code draws them.
+
+    A (6 sigma + 1)-wide Gaussian patch, peak 1, is pasted with its top-left cell at
+    ``trunc(joint - 3 sigma)`` (truncation towards zero), so the peak lands on cell
+    ``trunc(joint - 3 sigma) + floor((6 sigma + 1) / 2)``: snapped to a cell, not at the joint's
+    continuous position. Cells outside the grid are cut off; a patch entirely outside draws
+    nothing. Background first: 1 on every cell no joint reaches.
+    """
+    h, w = grid
+    size = 6 * sigma + 1
+    centre = size // 2
+    maps = torch.zeros(NUM_JOINTS, h, w, dtype=torch.float64)
+    for j, (x, y) in enumerate(joints.tolist()):
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        left, top = int(x - 3 * sigma), int(y - 3 * sigma)
+        right, bottom = int(x + 3 * sigma + 1), int(y + 3 * sigma + 1)
+        if left >= w or top >= h or right < 0 or bottom < 0:
+            continue
+        xs = torch.arange(max(0, left), min(right, w), dtype=torch.float64)
+        ys = torch.arange(max(0, top), min(bottom, h), dtype=torch.float64)
+        patch = torch.exp(-((xs[None] - left - centre) ** 2 + (ys[:, None] - top - centre) ** 2) / (2 * sigma**2))
+        maps[j, max(0, top) : min(bottom, h), max(0, left) : min(right, w)] = patch
+    background = (maps.sum(dim=0, keepdim=True) == 0).to(maps.dtype)
+    return torch.cat([background, maps]).float()
+
+
+def map_joints(points: torch.Tensor, image_size: tuple[int, int], grid: tuple[int, int], mapping: str,
+               to_cells: bool) -> torch.Tensor:
+    """Pixels -> cells (``to_cells``) or back, as the ``mapping`` says (see the module docstring)."""
+    if mapping == "centred":
+        return (pixels_to_cells if to_cells else cells_to_pixels)(points, image_size, grid)
+    if mapping != "reference":
+        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    scale = torch.tensor([grid[1] / image_size[1], grid[0] / image_size[0]], dtype=points.dtype)
+    return points * scale if to_cells else points / scale
+
+
+@dataclass
+class JhmdbTask:
+    """JHMDB for :func:`~co_settle_hf.evaluation.loop.run_propagation` (module docstring)."""
+
+    video_list: list[JhmdbVideo]
+    size: tuple[int, int]
+    mapping: str = "reference"
+    thresholds: Sequence[float] = (0.1, 0.2)
+    count_lost_as_miss: bool = True
+    include_first_frame: bool = False
+    name: str = "JHMDB"
+    min_frames: int = 2
+
+    def videos(self) -> list[JhmdbVideo]:
+        return self.video_list
+
+    def input_size(self, frame_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
+        return fit_to_patches(self.size, patch_size)
+
+    def first_labels(self, video, frame_size, size, grid):
+        gt = read_joint_positions(video.joints)
+        if gt.shape[0] != len(video.frames):
+            raise ValueError(f"joint file {video.joints} has {gt.shape[0]} frames but {video.frames[0].parent} "
+                             f"holds {len(video.frames)} frames")
+        cells = map_joints(torch.from_numpy(gt[0]), frame_size, grid, self.mapping, to_cells=True)
+        draw = reference_heatmaps if self.mapping == "reference" else joint_heatmaps
+        return draw(cells, grid), (gt, frame_size, grid)
+
+    def score(self, video, state, soft, settings, out, folder) -> dict[str, Any]:
+        gt, frame_size, grid = state
+        peaks = heatmap_peaks(soft[:, 1:].cpu())
+        pred = map_joints(peaks, frame_size, grid, self.mapping, to_cells=False).numpy()
+        visible = np.isfinite(gt).all(axis=-1)
+        lost_mask = np.isnan(pred).any(axis=-1) & visible
+        if not self.count_lost_as_miss:
+            visible = visible & ~lost_mask
+        distances = normalized_distances(pred, gt, visible, self.include_first_frame)
+        first = 0 if self.include_first_frame else 1
+        return {"name": video.name, "frames": len(video.frames), "distances": distances,
+                "lost": int(lost_mask[first:].sum())}
+
+    def summarise(self, rows, too_short, settings, out, folder) -> dict[str, Any]:
+        pooled = np.concatenate([r["distances"] for r in rows])
+        per_joint = {name: pck_from_distances(pooled[:, j], self.thresholds) for j, name in enumerate(JOINT_NAMES)}
+        # The reference's PCK is the mean over joints of each joint's PCK.
+        summary: dict[str, Any] = {key: float(np.nanmean([v[key] for v in per_joint.values()]))
+                                   for key in next(iter(per_joint.values()))}
+        summary.update({
+            "per_joint": per_joint,
+            "num_videos": len(rows),
+            "too_short": too_short,
+            "num_scored": int((~np.isnan(pooled)).sum()),
+            "lost_joints": sum(r["lost"] for r in rows),
+            "settings": {**settings.as_dict(), "size": list(self.size), "mapping": self.mapping, "sigma": SIGMA,
+                         "peak_topk": PEAK_TOPK, "thresholds": list(self.thresholds),
+                         "count_lost_as_miss": self.count_lost_as_miss,
+                         "include_first_frame": self.include_first_frame},
+        })
+        write_csv(out.path(folder, "per-video_results.csv"), ["video", "frames", *(f"PCK@{a:g}" for a in self.thresholds)],
+                  [[r["name"], r["frames"], *pck_from_distances(r["distances"], self.thresholds).values()] for r in rows])
+        write_summary(out.path(folder, "summary.json"), summary)
+        return summary
 
 
 def evaluate_jhmdb(
     encoder: DenseEncoder,
     root: str | Path,
     output_dir: str | Path | OutputFolder,
+    settings: PropagationSettings | Sequence[PropagationSettings] | None = None,
     *,
     list_file: str | Path | None = None,
     size: tuple[int, int] = (320, 320),
-    n_context: int = 20,
-    radius: float = 20,
-    topk: int = 7,
-    temperature: float = 0.7,
+    mapping: str = "reference",
     thresholds: Sequence[float] = (0.1, 0.2),
     count_lost_as_miss: bool = True,
+    include_first_frame: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    cache: Any = None,
+    processes: Any = None,
+    **knobs: Any,
 ) -> dict[str, Any]:
     """Label-propagation JHMDB evaluation of ``encoder`` (protocol in the module docstring).
 
-    Writes ``summary.json`` (pooled PCK, per-joint PCK, counts, settings, timing) and
-    ``per-video_results.csv`` (one row per video) under ``output_dir``; returns the summary.
+    ``settings`` / ``knobs`` as in :func:`~co_settle_hf.evaluation.davis.evaluate_davis`.
+    Writes ``summary.json`` (PCK, per-joint PCK, counts, settings) and ``per-video_results.csv``
+    (one row per video) under ``output_dir``; returns the summary, with ``timing``.
     """
-    videos = list_jhmdb_videos(root, list_file)
-    with open_output(output_dir, [root], overwrite) as out:
-        summary = _evaluate_videos(encoder, videos, size=size, n_context=n_context, radius=radius, topk=topk,
-                                   temperature=temperature, thresholds=thresholds,
-                                   count_lost_as_miss=count_lost_as_miss, progress=progress)
-        rows = summary.pop("per_video")
-        write_csv(out.path("per-video_results.csv"), ["video", "frames", *(f"PCK@{a:g}" for a in thresholds)], rows)
-        write_summary(out.path("summary.json"), summary)
-    return summary
-
-
-def _evaluate_videos(encoder, videos, *, size, n_context, radius, topk, temperature, thresholds,
-                     count_lost_as_miss, progress) -> dict[str, Any]:
-    size = fit_to_patches(tuple(size), int(encoder.patch_size))
-
-    all_distances, rows = [], []
-    lost, num_frames, seconds = 0, 0, 0.0
-    iterator: Any = videos
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(videos, desc="JHMDB", unit="video")
-    too_short: dict[str, int] = {}
-    for video in iterator:
-        if len(video.frames) < 2:
-            too_short[video.name] = len(video.frames)
-            continue
-        gt = read_joint_positions(video.joints)
-        if gt.shape[0] != len(video.frames):
-            raise ValueError(f"joint file {video.joints} has {gt.shape[0]} frames but {video.frames[0].parent} "
-                             f"holds {len(video.frames)} frames")
-        frames = read_frames(video.frames)
-        start = time.perf_counter()
-        pred = predict_joints(encoder, frames, gt[0], size=size, n_context=n_context, radius=radius, topk=topk,
-                              temperature=temperature)
-        seconds += time.perf_counter() - start
-        num_frames += len(video.frames)
-        visible = np.isfinite(gt).all(axis=-1)
-        lost_mask = np.isnan(pred).any(axis=-1) & visible
-        lost += int(lost_mask[1:].sum())
-        if not count_lost_as_miss:
-            visible = visible & ~lost_mask
-        distances = normalized_distances(pred, gt, visible)
-        all_distances.append(distances)
-        rows.append([video.name, len(video.frames), *pck_from_distances(distances, thresholds).values()])
-
-    if not all_distances:
-        raise ValueError(f"no JHMDB video could be scored: each needs at least 2 frames ({too_short})")
-    pooled = np.concatenate(all_distances)
-    summary: dict[str, Any] = pck_from_distances(pooled, thresholds)
-    summary["per_joint"] = {
-        name: pck_from_distances(pooled[:, j], thresholds) for j, name in enumerate(JOINT_NAMES)
-    }
-    summary.update({
-        "num_videos": len(videos) - len(too_short),
-        "too_short": too_short,
-        "num_scored": int((~np.isnan(pooled)).sum()),
-        "lost_joints": lost,
-        "settings": {"size": list(size), "n_context": n_context, "radius": radius, "topk": topk,
-                     "temperature": temperature, "sigma": SIGMA, "peak_topk": PEAK_TOPK,
-                     "thresholds": list(thresholds), "count_lost_as_miss": count_lost_as_miss},
-        "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
-        "per_video": rows,
-    })
-    return summary
-
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    task = JhmdbTask(list_jhmdb_videos(root, list_file), fit_to_patches(tuple(size), int(encoder.patch_size)),
+                     mapping, tuple(thresholds), count_lost_as_miss, include_first_frame)
+    return evaluate_task(task, encoder, root, output_dir, settings, knobs, overwrite=overwrite, cache=cache,
+                         processes=processes, progress=progress)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import ContextManager, Sequence
+from typing import Any, ContextManager, Sequence
 
 
 def check_name(name: str, where: str) -> str:
@@ -53,15 +53,28 @@ def check_output_dir(output_dir: str | Path, data_roots: Sequence[str | Path], o
 
 
 class OutputFolder:
-    """A staging folder that becomes ``output_dir`` when the ``with`` block ends without an error."""
+    """A staging folder that becomes ``output_dir`` when the ``with`` block ends without an error.
 
-    def __init__(self, output_dir: str | Path, data_roots: Sequence[str | Path] = (), overwrite: bool = False):
+    With ``processes`` (several evaluation processes, see ``distributed.Processes``) the main
+    process creates the staging folder, every process writes into it, and the main process
+    moves it into place once all of them are done.
+    """
+
+    def __init__(self, output_dir: str | Path, data_roots: Sequence[str | Path] = (), overwrite: bool = False,
+                 processes: Any = None):
         self.target = check_output_dir(output_dir, data_roots, overwrite)
         self.root: Path | None = None
+        self.processes = processes
+        self.is_main = processes is None or processes.is_main
 
     def __enter__(self) -> "OutputFolder":
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent)).resolve()
+        root = None
+        if self.is_main:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            root = tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent)
+        if self.processes is not None:
+            root = self.processes.broadcast(root)
+        self.root = Path(root).resolve()
         return self
 
     def path(self, *parts: str) -> Path:
@@ -77,7 +90,12 @@ class OutputFolder:
     def __exit__(self, kind, error, traceback) -> None:
         assert self.root is not None
         if kind is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
+            if self.is_main:
+                shutil.rmtree(self.root, ignore_errors=True)
+            return
+        if self.processes is not None:
+            self.processes.barrier()  # every process has written its files
+        if not self.is_main:
             return
         if self.target.exists():
             _exchange(self.root, self.target)  # the staging folder now holds the previous results

@@ -20,6 +20,9 @@ produced the published numbers:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -28,46 +31,106 @@ import torch.nn.functional as F
 _MAX_AFFINITY_ELEMENTS = 2**25
 
 
-def _local_mask(h: int, w: int, radius: float, device: torch.device) -> torch.Tensor:
-    """(N, N) bool: True where two cells of an h x w grid are closer than ``radius``."""
+@dataclass(frozen=True)
+class PropagationSettings:
+    """Every knob of label propagation, in one place (the CLI, the sweep and the cache read it).
+
+    The defaults are the CropMAE / videowalk protocol (module docstring). ``neighbourhood``
+    "circle" keeps context cells closer than ``radius`` (Euclidean, strict); "square" keeps
+    cells within ``radius`` rows and columns (inclusive), as DINO's ``restrict_neighborhood``.
+    ``pad_context`` repeats frame 0 in the short-term queue at the start of a video (CropMAE);
+    without it the queue grows from frame 1 (DINO). ``restrict_first_frame`` applies the
+    neighbourhood to frame 0 too (DINO). ``norm_mask`` min-max normalises each upsampled
+    channel before the argmax (DINO's ``norm_mask``).
+    """
+
+    topk: int = 7
+    temperature: float = 0.7
+    n_context: int = 20
+    radius: float = 20.0
+    neighbourhood: str = "circle"
+    pad_context: bool = True
+    restrict_first_frame: bool = False
+    norm_mask: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_context < 0:
+            raise ValueError(f"n_context must be >= 0, got {self.n_context}")
+        if self.topk < 1:
+            raise ValueError(f"topk must be >= 1, got {self.topk}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.radius < 0:
+            raise ValueError(f"radius must be >= 0, got {self.radius}")
+        if self.neighbourhood not in ("circle", "square"):
+            raise ValueError(f"neighbourhood must be 'circle' or 'square', got {self.neighbourhood!r}")
+
+    def with_values(self, **changes: Any) -> "PropagationSettings":
+        """A copy with the given fields changed (``None`` values leave a field as it is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def label(self) -> str:
+        """A short folder-safe name for a sweep row, e.g. ``topk5_temp0.1``."""
+        return f"topk{self.topk}_temp{self.temperature:g}"
+
+
+#: Published protocols. "cropmae": the CropMAE / videowalk evaluation (top-k 7 on DAVIS and
+#: JHMDB, 10 on VIP, set per task). "dino": DINO's eval_video_segmentation.py.
+PROTOCOLS: dict[str, PropagationSettings] = {
+    "cropmae": PropagationSettings(),
+    "dino": PropagationSettings(topk=5, temperature=0.1, n_context=7, radius=12, neighbourhood="square",
+                                pad_context=False, restrict_first_frame=True, norm_mask=True),
+}
+
+
+def _local_mask(h: int, w: int, radius: float, device: torch.device, square: bool = False) -> torch.Tensor:
+    """(N, N) bool: True where two cells of an h x w grid are neighbours (see PropagationSettings)."""
     ys, xs = torch.meshgrid(
         torch.arange(h, device=device, dtype=torch.float32),
         torch.arange(w, device=device, dtype=torch.float32),
         indexing="ij",
     )
     coords = torch.stack([ys.flatten(), xs.flatten()], dim=1)
+    if square:
+        return torch.cdist(coords, coords, p=float("inf")) <= radius
     return torch.cdist(coords, coords) < radius
 
 
-def context_indices(t: int, n_context: int) -> list[int]:
-    """Frames whose labels predict frame t: frame 0, then t - n_context .. t - 1 clamped to 0."""
-    return [0] + [max(0, t - n_context + i) for i in range(n_context)]
+def context_indices(t: int, n_context: int, pad: bool = True) -> list[int]:
+    """Frames whose labels predict frame t: frame 0, then the ``n_context`` previous frames.
+
+    With ``pad`` indices below 0 are clamped to 0 (t - n_context .. t - 1, always n_context of
+    them); without, only frames 1 .. t - 1 that exist are used (at most n_context).
+    """
+    if pad:
+        return [0] + [max(0, t - n_context + i) for i in range(n_context)]
+    return [0] + list(range(max(1, t - n_context), t))
 
 
 def propagate_labels(
     features: torch.Tensor,
     first_labels: torch.Tensor,
+    settings: PropagationSettings | None = None,
     *,
-    n_context: int = 20,
-    radius: float = 20.0,
-    topk: int = 7,
-    temperature: float = 0.7,
     progress: bool = False,
+    **knobs: Any,
 ) -> torch.Tensor:
     """Propagate frame 0's soft labels through a video (see the module docstring).
 
     Args:
         features: (T, h, w, D), L2-normalised over D (``extract_video_features``).
         first_labels: (C, h, w) soft labels of frame 0 at feature resolution.
-        n_context: number of previous frames (with predicted labels) in the context.
-        radius: spatial radius in feature cells for the short-term frames.
-        topk: neighbours kept per target node.
-        temperature: affinities are divided by it before the softmax over the top-k.
+        settings: the propagation protocol (default :class:`PropagationSettings`); keyword
+            ``knobs`` (``topk=5``, ...) change single fields of it.
         progress: show a progress bar over frames.
 
     Returns:
         (T, C, h, w) soft labels on ``features``' device; frame 0 is ``first_labels``.
     """
+    settings = (settings or PropagationSettings()).with_values(**knobs)
     if features.ndim != 4:
         raise ValueError(f"features must be (T, h, w, D), got shape {tuple(features.shape)}")
     num_frames, h, w, dim = features.shape
@@ -75,14 +138,6 @@ def propagate_labels(
         raise ValueError(f"first_labels must be (C, {h}, {w}) to match features, got {tuple(first_labels.shape)}")
     if num_frames == 0:
         raise ValueError("features has no frames")
-    if n_context < 0:
-        raise ValueError(f"n_context must be >= 0, got {n_context}")
-    if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
 
     device = features.device
     num_nodes, num_classes = h * w, first_labels.shape[0]
@@ -90,11 +145,8 @@ def propagate_labels(
     # Predicted soft labels of every frame, node-major: (T, N, C).
     labels = torch.zeros(num_frames, num_nodes, num_classes, dtype=feats.dtype, device=device)
     labels[0] = first_labels.to(device=device, dtype=feats.dtype).reshape(num_classes, num_nodes).T
-
-    far = ~_local_mask(h, w, radius, device)  # (N, N): short-term nodes to exclude
-    num_ctx_frames = n_context + 1
-    k = min(topk, num_ctx_frames * num_nodes)
-    chunk = max(1, _MAX_AFFINITY_ELEMENTS // (num_ctx_frames * num_nodes))
+    far = ~_local_mask(h, w, settings.radius, device, settings.neighbourhood == "square")  # (N, N): nodes to exclude
+    restricted = 0 if settings.restrict_first_frame else 1  # first context slot the neighbourhood applies to
 
     frames = range(1, num_frames)
     if progress:
@@ -102,16 +154,19 @@ def propagate_labels(
 
         frames = tqdm(frames, desc="propagating", unit="frame")
     for t in frames:
-        idx = torch.tensor(context_indices(t, n_context), device=device)
+        idx = torch.tensor(context_indices(t, settings.n_context, settings.pad_context), device=device)
+        num_ctx_frames = len(idx)
+        k = min(settings.topk, num_ctx_frames * num_nodes)
+        chunk = max(1, _MAX_AFFINITY_ELEMENTS // (num_ctx_frames * num_nodes))
         # Early frames repeat frame 0 in the queue: compute each distinct frame's affinity once.
         distinct, slot = torch.unique(idx, return_inverse=True)
         ctx_feats = feats[distinct].reshape(-1, dim)  # (U * N, D)
-        ctx_labels = labels[idx].reshape(-1, num_classes)  # (M, C), M = (n_context + 1) * N
+        ctx_labels = labels[idx].reshape(-1, num_classes)  # (M, C), M = len(idx) * N
         for start in range(0, num_nodes, chunk):
             stop = min(start + chunk, num_nodes)
-            affinity = (feats[t, start:stop] / temperature) @ ctx_feats.T  # (n, U * N); scaling the small side
-            affinity = affinity.view(stop - start, len(distinct), num_nodes)[:, slot]  # (n, n_context + 1, N)
-            affinity[:, 1:].masked_fill_(far[start:stop, None, :], float("-inf"))
+            affinity = (feats[t, start:stop] / settings.temperature) @ ctx_feats.T  # (n, U * N); scaling the small side
+            affinity = affinity.view(stop - start, len(distinct), num_nodes)[:, slot]  # (n, len(idx), N)
+            affinity[:, restricted:].masked_fill_(far[start:stop, None, :], float("-inf"))
             weights, ids = affinity.view(stop - start, -1).topk(k, dim=1)
             weights = torch.softmax(weights, dim=1)  # masked picks (if k > unmasked) get 0
             labels[t, start:stop] = torch.einsum("nk,nkc->nc", weights, ctx_labels[ids])
@@ -140,18 +195,27 @@ def labels_to_onehot(
     return onehot
 
 
-def upsample_and_argmax(soft: torch.Tensor, size: tuple[int, int], chunk: int = 8) -> torch.Tensor:
+def upsample_and_argmax(soft: torch.Tensor, size: tuple[int, int], chunk: int = 8, norm_mask: bool = False
+                        ) -> torch.Tensor:
     """Hard labels (T, H, W): bilinear upsampling of soft labels (T, C, h, w), then argmax.
 
     Works ``chunk`` frames at a time so full-resolution soft maps never exist for the
-    whole video at once.
+    whole video at once. ``norm_mask`` first rescales each channel of each frame that is not
+    all zero to [0, 1] (min-max), as DINO's evaluation does.
     """
     if soft.ndim != 4:
         raise ValueError(f"soft must be (T, C, h, w), got shape {tuple(soft.shape)}")
-    out = [
-        F.interpolate(soft[i : i + chunk].float(), size=tuple(size), mode="bilinear", align_corners=False).argmax(1)
-        for i in range(0, soft.shape[0], chunk)
-    ]
+
+    def hard(block: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(block.float(), size=tuple(size), mode="bilinear", align_corners=False)
+        if norm_mask:
+            low = up.amin(dim=(2, 3), keepdim=True)
+            span = up.amax(dim=(2, 3), keepdim=True) - low
+            scaled = (up - low) / span.clamp_min(torch.finfo(up.dtype).tiny)
+            up = torch.where(up.amax(dim=(2, 3), keepdim=True) > 0, scaled, up)
+        return up.argmax(1)
+
+    out = [hard(soft[i : i + chunk]) for i in range(0, soft.shape[0], chunk)]
     return torch.cat(out) if out else torch.zeros(0, *size, dtype=torch.long, device=soft.device)
 
 

@@ -18,6 +18,7 @@ noise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -34,6 +35,8 @@ CYCLE_FRACTIONS: tuple[tuple[float, float], ...] = (
 )
 #: Frames dropped at each end of a video before D_intra (fades, cuts and black frames live there).
 EDGE_FRAMES = 3
+#: Frames a video needs for D_intra: EDGE_FRAMES dropped at each end, then at least one adjacent pair.
+MIN_FRAMES = 2 * EDGE_FRAMES + 2
 #: Added to every diameter before dividing, as released, so a constant video does not divide by 0.
 DIAMETER_EPS = 1e-8
 
@@ -56,28 +59,33 @@ def _video_tokens(features: Tensor, name: str) -> Tensor:
     return f
 
 
-def _radius(points: Tensor) -> Tensor:
-    """Largest distance of any row of (n, D) to the rows' mean."""
-    return (points - points.mean(dim=0, keepdim=True)).norm(dim=-1).max()
-
-
-def intra_video_distance(features: Tensor) -> float:
+def intra_video_distances(features: Tensor) -> dict[str, float]:
     """D_intra of one video (T, h, w, D): normalised nearest-neighbour drift between adjacent frames.
 
     Frames 3 .. T-4 are kept; for each adjacent pair every patch's nearest L2 distance in the
     next frame is taken, the smallest 50 % (at least one) are averaged, pairs are averaged, and
     the result is divided by 2 x the largest distance of any patch of the WHOLE video (all T
-    frames) to the video's mean patch.
+    frames) to the video's mean patch (``d_intra``), or by 2 x the 95 % / 90 % quantile of those
+    distances (``d_intra_95``, ``d_intra_90``: the authors' extras).
     """
     f = _video_tokens(features, "features")
     t, p, _ = f.shape
-    if t < 2 * EDGE_FRAMES + 2:
-        raise ValueError(f"D_intra needs at least {2 * EDGE_FRAMES + 2} frames per video, got T={t}")
+    if t < MIN_FRAMES:
+        raise ValueError(f"D_intra needs at least {MIN_FRAMES} frames per video, got T={t}")
     kept = f[EDGE_FRAMES : t - EDGE_FRAMES]
     nearest = torch.cdist(kept[:-1], kept[1:]).amin(dim=-1)  # (pairs, P)
     k = max(1, int(p * 0.5))
-    per_pair = nearest.topk(k, dim=-1, largest=False).values.mean(dim=-1)
-    return float(per_pair.mean() / (2 * _radius(f.reshape(-1, f.shape[-1])) + DIAMETER_EPS))
+    drift = nearest.topk(k, dim=-1, largest=False).values.mean(dim=-1).mean()
+    patches = f.reshape(-1, f.shape[-1])
+    to_centre = (patches - patches.mean(dim=0, keepdim=True)).norm(dim=-1)
+    radii = {"d_intra": to_centre.max(), "d_intra_95": torch.quantile(to_centre, 0.95),
+             "d_intra_90": torch.quantile(to_centre, 0.90)}
+    return {key: float(drift / (2 * radius + DIAMETER_EPS)) for key, radius in radii.items()}
+
+
+def intra_video_distance(features: Tensor) -> float:
+    """D_intra of one video (T, h, w, D); see :func:`intra_video_distances`."""
+    return intra_video_distances(features)["d_intra"]
 
 
 def d_intra(features_per_video: Sequence[Tensor]) -> float:
@@ -123,26 +131,65 @@ def d_inter(
 
     Returns:
         mean over video pairs of the mean L2 distance between same-position patches, divided by
-        2 x the largest distance of those sampled patches to their global mean.
+        2 x the largest distance of those sampled patches to their global mean
+        (:func:`inter_video_distances` with its blockwise pair sum).
     """
     if not isinstance(middle_features, Tensor):
         if len(middle_features) == 0:
             raise ValueError("middle_features is empty: D_inter needs at least two videos")
         middle_features = torch.stack([_as_tokens(m, "middle_features") for m in middle_features])
-    m = _video_tokens(middle_features, "middle_features")
-    n, p, d = m.shape
-    if n < 2:
-        raise ValueError(f"D_inter needs at least two videos, got {n}")
+    if not isinstance(middle_features, Tensor) or middle_features.ndim not in (3, 4):
+        raise ValueError(f"middle_features must be (N, h, w, D) or (N, P, D), got {tuple(middle_features.shape)}")
+    m = middle_features.detach().flatten(1, 2) if middle_features.ndim == 4 else middle_features.detach()
+    p = m.shape[1]
     if positions is None:
         positions = sample_patch_positions(p, num_patches, seed)
     positions = torch.as_tensor(positions, dtype=torch.long)
     if positions.ndim != 1 or positions.numel() == 0 or positions.min() < 0 or positions.max() >= p:
         raise ValueError(f"positions must be a non-empty 1-D index into {p} patches, got {positions.tolist()}")
-    sampled = m[:, positions]  # (N, K, D)
-    pair_distance = (sampled[:, None] - sampled[None]).norm(dim=-1).mean(dim=-1)  # (N, N)
-    i, j = torch.triu_indices(n, n, offset=1)
-    mean_distance = pair_distance[i, j].mean()
-    return float(mean_distance / (2 * _radius(sampled.reshape(-1, d)) + DIAMETER_EPS))
+    return inter_video_distances(m[:, positions])["d_inter"]
+
+
+#: Rows of the pair-distance block (rows x videos) computed at once: bounds D_inter's working memory.
+INTER_BLOCK_ROWS = 1024
+
+
+def mean_pair_distance(sampled: Tensor, block_rows: int = INTER_BLOCK_ROWS) -> float:
+    """Mean over video pairs i < j of the mean over k of |sampled[i, k] - sampled[j, k]|, blockwise.
+
+    ``sampled`` is (N, K, D). Distances are computed in its own precision (float32 features stay
+    float32, the naive (N, N, K, D) difference tensor is never built) and summed in float64;
+    memory is O(block_rows x N) on top of the input.
+    """
+    n, k, _ = sampled.shape
+    if n < 2:
+        raise ValueError(f"D_inter needs at least two videos, got {n}")
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, n - 1, block_rows):
+        stop = min(start + block_rows, n)
+        for position in range(k):
+            rows, cols = sampled[start:stop, position], sampled[start:, position]  # pairs with j >= start
+            distances = torch.cdist(rows[None], cols[None])[0]  # (rows, N - start)
+            total += distances.triu(diagonal=1).sum(dtype=torch.float64)  # column c is video start + c
+    return float(total / (n * (n - 1) / 2) / k)
+
+
+def inter_video_distances(sampled: Tensor) -> dict[str, float]:
+    """D_inter of sampled patches (N, K, D), plain and normalised by the 100 / 95 / 90 % diameters.
+
+    The diameter is 2 x the largest distance of a sampled patch to their global mean (100 %), or
+    of the p % of patches closest to it (the authors' extras, ``d_inter_95`` and ``d_inter_90``).
+    """
+    if not isinstance(sampled, Tensor) or sampled.ndim != 3:
+        raise ValueError(f"sampled patches must be (N, K, D), got {getattr(sampled, 'shape', type(sampled).__name__)}")
+    distance = mean_pair_distance(sampled)
+    flat = sampled.reshape(-1, sampled.shape[-1]).to(torch.float64)
+    to_centre = (flat - flat.mean(dim=0, keepdim=True)).norm(dim=-1).sort().values
+    result = {"d_inter_raw": distance}
+    for share, key in ((100, "d_inter"), (95, "d_inter_95"), (90, "d_inter_90")):
+        radius = to_centre[max(1, int(len(to_centre) * share / 100)) - 1]
+        result[key] = float(distance / (2 * radius + DIAMETER_EPS))
+    return result
 
 
 def tradeoff_margin(d_inter_value: float, d_intra_value: float, gamma: float = 0.3) -> float:
@@ -167,13 +214,15 @@ def cycle_accuracy_at_fractions(
     fractions: Sequence[tuple[float, float]] = CYCLE_FRACTIONS,
     temperature: float = 0.03,
     pool: int = 2,
+    normalise: bool = False,
 ) -> float:
     """Share of pooled nodes whose walk frame t1 -> t2 -> t1 comes home, over videos and pairs.
 
     For a video of T frames the pairs are (int(a T), int(b T)) for (a, b) in `fractions`. The
-    tokens are L2-normalised and walked as in training (SPEC section 2) but without PEA, so the
-    backward view is frame t1 itself. Every video contributes the same number of nodes per pair,
-    so the mean over videos equals the share over all nodes.
+    walk is training's (SPEC section 2) without PEA, so the backward view is frame t1 itself, on
+    the raw features as the authors' ``cal_metric.py`` walks, or on L2-normalised ones (the
+    training metric) with ``normalise``. Every video contributes the same number of nodes per
+    pair, so the mean over videos equals the share over all nodes.
     """
     if len(features_per_video) == 0:
         raise ValueError("features_per_video is empty: cycle accuracy needs at least one video")
@@ -184,7 +233,8 @@ def cycle_accuracy_at_fractions(
             raise ValueError(f"features_per_video[{index}] must be (T, h, w, D), got {got}")
         t, h, w, d = features.shape
         first, second = _pair_indices(t, fractions)
-        tokens = F.normalize(features.detach().float().reshape(t, h * w, d), dim=-1)
+        tokens = features.detach().float().reshape(t, h * w, d)
+        tokens = F.normalize(tokens, dim=-1) if normalise else tokens
         p1, p2 = tokens[first], tokens[second]
         _, accuracy = cycle_consistency_loss(p1, p2, p1, (h, w), temperature=temperature, pool=pool)
         accuracies.append(float(accuracy))
@@ -199,14 +249,27 @@ def effective_rank(features: Tensor) -> float:
     """
     f = _as_tokens(features, "features")
     f = f.reshape(-1, f.shape[-1])
-    singular = torch.linalg.svdvals(f)
+    return _rank_from_singular_values(torch.linalg.svdvals(f), min(f.shape))
+
+
+def effective_rank_from_gram(gram: Tensor, num_rows: int) -> float:
+    """:func:`effective_rank` of rows F from their Gram matrix F^T F (D, D) alone, so F is never stacked.
+
+    The singular values of F are the square roots of the eigenvalues of F^T F; summed over videos,
+    the Gram matrix streams the effective rank in O(D^2) memory whatever the number of videos.
+    """
+    eigenvalues = torch.linalg.eigvalsh(gram.to(torch.float64)).clamp_min(0)
+    return _rank_from_singular_values(eigenvalues.sqrt(), min(num_rows, gram.shape[0]))
+
+
+def _rank_from_singular_values(singular: Tensor, rank_bound: int) -> float:
     total = singular.sum()
     if total <= 0:
         raise ValueError("features are all zero: the effective rank is undefined")
     p = singular / total
     p = p[p > 0]
     entropy = -(p * p.log()).sum()
-    return float(entropy.exp() / min(f.shape))
+    return float(entropy.exp() / rank_bound)
 
 
 def preprocess_frames(frames: Tensor, resize: int = 256, crop: int = 224) -> Tensor:
@@ -247,88 +310,163 @@ def _frame_indices(total: int, num_frames: int | None) -> list[int]:
     return torch.linspace(0, total - 1, num_frames).round().long().tolist()
 
 
-def _iter_videos(videos: Any, num_frames: int | None) -> Iterable[tuple[str, Tensor]]:
-    """Yield (name, uint8 (T, H, W, 3)) from tensors, clip objects or a path for ``discover_clips``."""
+def read_sample_csv(path: str | Path, root: str | Path) -> list[Any]:
+    """The clips of the authors' sample list (``sampling/k400_val_1000_samples.csv``).
+
+    One frame folder or video file per line, no header (only the first comma-separated field is
+    read). A relative path is looked up under ``root`` as written, then by its last component
+    (the released list carries the authors' own prefix, ``data/Kinetics-400/frames/val/...``).
+    """
+    from co_settle_hf.data import clip_from_path
+
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise FileNotFoundError(f"--sample_csv {path} not found")
+    clips = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        entry = line.split(",")[0].strip().strip('"')
+        if not entry or entry.startswith("#"):
+            continue
+        candidates = [Path(entry)] if Path(entry).is_absolute() else [root / entry, root / Path(entry).name]
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path}, line {number}: {entry} not found (looked for "
+                                    f"{', '.join(str(c) for c in candidates)})")
+        clips.append(clip_from_path(found))
+    if not clips:
+        raise ValueError(f"{path} lists no videos")
+    return clips
+
+
+def _as_video_list(videos: Any) -> list[Any]:
+    """Tensors, clip objects, or a path for ``discover_clips`` / a sample list, as a list."""
     if isinstance(videos, (str, Path)):
-        from co_settle_hf.data import (
-            discover_clips,  # here: the data package imports `datasets` (slow)
-        )
+        from co_settle_hf.data import discover_clips  # here: the data package imports `datasets` (slow)
 
         videos = discover_clips(videos)
     if isinstance(videos, Tensor):
         raise ValueError("videos must be a sequence of (T, H, W, 3) tensors or clips, not a single tensor")
-    for index, video in enumerate(videos):
-        if isinstance(video, Tensor):
-            yield f"video{index}", video[_frame_indices(video.shape[0], num_frames)]
-        elif hasattr(video, "read") and hasattr(video, "num_frames"):
-            frames = video.read(_frame_indices(int(video.num_frames), num_frames))
-            yield str(getattr(video, "name", f"video{index}")), frames
-        else:
-            raise ValueError(f"videos[{index}] is neither a (T, H, W, 3) uint8 tensor nor a clip, got {type(video).__name__}")
+    return list(videos)
+
+
+def _read_video(video: Any, index: int, num_frames: int | None) -> tuple[str, Tensor]:
+    """(name, uint8 (T, H, W, 3)) of one video; read errors name the clip."""
+    if isinstance(video, Tensor):
+        return f"video{index}", video[_frame_indices(video.shape[0], num_frames)]
+    if hasattr(video, "read") and hasattr(video, "num_frames"):
+        name = str(getattr(video, "name", f"video{index}"))
+        try:
+            return name, video.read(_frame_indices(int(video.num_frames), num_frames))
+        except (OSError, RuntimeError, ValueError) as error:
+            raise ValueError(f"cannot read {name}: {error}") from error
+    raise ValueError(f"videos[{index}] is neither a (T, H, W, 3) uint8 tensor nor a clip, got {type(video).__name__}")
+
+
+@dataclass(frozen=True)
+class TradeoffSettings:
+    """The analysis's knobs (see :func:`analyze_tradeoff`)."""
+
+    num_frames: int | None = None
+    resize: int = 256
+    crop: int = 224
+    num_patches: int = 8
+    seed: int = 42
+    gamma: float = 0.3
+    fractions: tuple[tuple[float, float], ...] = CYCLE_FRACTIONS
+    temperature: float = 0.03
+    pool: int = 2
+    cycle_features: str = "raw"
+    batch_size: int = 8
+
+
+def _video_record(features: Tensor, settings: TradeoffSettings) -> dict[str, Any]:
+    """What the analysis keeps of one video: D_intra's, its cycle accuracy and K middle-frame patches."""
+    middle = features[middle_frame_index(features.shape[0])]
+    flat = middle.reshape(-1, middle.shape[-1])
+    positions = sample_patch_positions(flat.shape[0], settings.num_patches, settings.seed)
+    cycle = cycle_accuracy_at_fractions([features], settings.fractions, settings.temperature, settings.pool,
+                                        normalise=settings.cycle_features == "normalised")
+    return {**intra_video_distances(features), "cycle_accuracy": cycle, "sampled": flat[positions].clone(),
+            "gram": flat.to(torch.float64).T @ flat.to(torch.float64), "rows": flat.shape[0]}
 
 
 def analyze_tradeoff(
     encoders: Mapping[str, DenseEncoder],
     videos: Any,
     *,
-    num_frames: int | None = None,
-    resize: int = 256,
-    crop: int = 224,
-    num_patches: int = 8,
-    seed: int = 42,
-    gamma: float = 0.3,
-    fractions: Sequence[tuple[float, float]] = CYCLE_FRACTIONS,
-    temperature: float = 0.03,
-    pool: int = 2,
-    batch_size: int = 8,
     progress: bool = False,
+    processes: Any = None,
+    **knobs: Any,
 ) -> dict[str, dict[str, float | int]]:
-    """Measure every encoder on the same videos, frames and random patch positions.
+    """Measure every encoder on the same videos, frames and random patch positions, in O(videos) memory.
 
     Args:
         encoders: name -> encoder (e.g. {"base": backbone, "co-settle": adapted model}).
         videos: a sequence of uint8 (T, H, W, 3) tensors, of clip objects (``.read(indices)``,
             ``.num_frames``), or a path handed to ``co_settle_hf.data.discover_clips``.
-        num_frames: if set, that many evenly spaced frames per video (the released analysis uses
-            40); every video must then have at least 8 frames for D_intra.
-        The rest as in :func:`d_inter`, :func:`tradeoff_margin` and
-        :func:`cycle_accuracy_at_fractions`.
+        processes: ``distributed.Processes`` to share the videos among (results on every process).
+        knobs: fields of :class:`TradeoffSettings`: ``num_frames`` (evenly spaced frames per video;
+            the authors use 40; each video needs at least 8), ``cycle_features`` ("raw", as the
+            authors, or "normalised"), and those of :func:`d_inter`, :func:`tradeoff_margin` and
+            :func:`cycle_accuracy_at_fractions`.
 
     Returns:
         name -> {"d_intra", "d_inter", "tradeoff_margin", "cycle_accuracy", "effective_rank",
-        "num_videos"}. Videos are decoded and preprocessed once and encoded by each encoder in
-        turn; only each video's middle frame is kept in memory.
+        "num_videos", and the 95 % / 90 % diameter extras}. Per video only the K sampled patches
+        of its middle frame and a few numbers are kept; the effective rank streams through a
+        D x D Gram matrix summed block by block in video order.
     """
     if not encoders:
         raise ValueError("encoders is empty")
-    intra: dict[str, list[float]] = {name: [] for name in encoders}
-    cycle: dict[str, list[float]] = {name: [] for name in encoders}
-    middles: dict[str, list[Tensor]] = {name: [] for name in encoders}
-    for video_name, frames in _iter_videos(videos, num_frames):
-        if frames.shape[0] < 2 * EDGE_FRAMES + 2:
-            raise ValueError(f"{video_name} has {frames.shape[0]} frames; the trade-off needs at least {2 * EDGE_FRAMES + 2}")
-        images = preprocess_frames(frames, resize, crop)
-        for name, encoder in encoders.items():
-            features = encode_raw(encoder, images, batch_size)
-            intra[name].append(intra_video_distance(features))
-            cycle[name].append(cycle_accuracy_at_fractions([features], fractions, temperature, pool))
-            middles[name].append(features[middle_frame_index(features.shape[0])])
-        if progress:
-            print(f"trade-off: {video_name} done ({len(intra[next(iter(encoders))])} videos)", flush=True)
-    results = {}
-    for name in encoders:
-        if len(middles[name]) < 2:
-            raise ValueError(f"the trade-off analysis needs at least two videos, got {len(middles[name])}")
-        stacked = torch.stack(middles[name])
-        positions = sample_patch_positions(stacked.shape[1] * stacked.shape[2], num_patches, seed)
-        intra_value = sum(intra[name]) / len(intra[name])
-        inter_value = d_inter(stacked, positions)
-        results[name] = {
-            "d_intra": intra_value,
-            "d_inter": inter_value,
-            "tradeoff_margin": tradeoff_margin(inter_value, intra_value, gamma),
-            "cycle_accuracy": sum(cycle[name]) / len(cycle[name]),
-            "effective_rank": effective_rank(stacked),
-            "num_videos": len(middles[name]),
-        }
-    return results
+    settings = TradeoffSettings(**knobs)
+    videos = _as_video_list(videos)
+    from co_settle_hf.evaluation.distributed import blocks
+
+    mine = processes.my_blocks(len(videos)) if processes is not None else blocks(len(videos))
+    records = []  # (block, video index, name -> record)
+    for block_index, block in ((blocks(len(videos)).index(b), b) for b in mine):
+        for index in block:
+            records.append((block_index, index, _measure_video(encoders, videos[index], index, settings)))
+            if progress:
+                print(f"trade-off: video {index + 1} of {len(videos)} done", flush=True)
+    if processes is not None:
+        records = processes.gather(records)
+    records.sort(key=lambda r: r[1])
+    if len(records) < 2:
+        raise ValueError(f"the trade-off analysis needs at least two videos, got {len(records)}")
+    return {name: _summarise(name, records, settings) for name in encoders}
+
+
+def _measure_video(encoders: Mapping[str, DenseEncoder], video: Any, index: int, settings: TradeoffSettings
+                   ) -> dict[str, dict[str, Any]]:
+    name, frames = _read_video(video, index, settings.num_frames)
+    if frames.shape[0] < MIN_FRAMES:
+        raise ValueError(f"{name} has {frames.shape[0]} frames; the trade-off needs at least {MIN_FRAMES} "
+                         f"({EDGE_FRAMES} dropped at each end for D_intra, then two adjacent frames)")
+    images = preprocess_frames(frames, settings.resize, settings.crop)
+    return {key: _video_record(encode_raw(encoder, images, settings.batch_size), settings)
+            for key, encoder in encoders.items()}
+
+
+def _summarise(name: str, records: list[tuple[int, int, dict[str, Any]]], settings: TradeoffSettings
+               ) -> dict[str, float | int]:
+    per_video = [r[2][name] for r in records]
+    grams: dict[int, Tensor] = {}
+    for block, _, record in records:  # each block's Gram summed in video order, then blocks in order
+        grams[block] = grams[block] + record[name]["gram"] if block in grams else record[name]["gram"].clone()
+    gram = sum(grams[b] for b in sorted(grams))
+    inter = inter_video_distances(torch.stack([v["sampled"] for v in per_video]))
+    intra = {key: sum(v[key] for v in per_video) / len(per_video) for key in ("d_intra", "d_intra_95", "d_intra_90")}
+    result: dict[str, float | int] = {
+        "d_intra": intra["d_intra"],
+        "d_inter": inter["d_inter"],
+        "tradeoff_margin": tradeoff_margin(inter["d_inter"], intra["d_intra"], settings.gamma),
+        "cycle_accuracy": sum(v["cycle_accuracy"] for v in per_video) / len(per_video),
+        "effective_rank": effective_rank_from_gram(gram, sum(v["rows"] for v in per_video)),
+        "num_videos": len(per_video),
+    }
+    for share in (95, 90):
+        i, j = intra[f"d_intra_{share}"], inter[f"d_inter_{share}"]
+        result.update({f"d_intra_{share}": i, f"d_inter_{share}": j,
+                       f"tradeoff_margin_{share}": tradeoff_margin(j, i, settings.gamma)})
+    return result

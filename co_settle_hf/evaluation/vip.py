@@ -35,10 +35,9 @@ IoU values are shares in [0, 1] (the paper prints percentages).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -46,11 +45,12 @@ from PIL import Image
 
 from co_settle_hf.data.frames import list_images
 
-from .davis import read_annotation, read_frames
-from .features import DenseEncoder, extract_video_features, fit_to_patches
+from .features import DenseEncoder, fit_to_patches
+from .images import read_annotation
 from .jhmdb import read_list_file, resolve_in_root
-from .outputs import OutputFolder, check_name, open_output
-from .propagation import labels_to_onehot, propagate_labels, resize_ids, upsample_and_argmax
+from .loop import evaluate_task
+from .outputs import OutputFolder, check_name
+from .propagation import PropagationSettings, labels_to_onehot, resize_ids, upsample_and_argmax
 from .results import write_csv, write_summary
 
 NUM_CLASSES = 20
@@ -59,6 +59,8 @@ CLASS_NAMES = (
     "scarf", "skirt", "torso-skin", "face", "right-arm", "left-arm", "right-leg", "left-leg", "right-shoe",
     "left-shoe",
 )
+#: VIP's published top-k (DAVIS and JHMDB use 7).
+VIP_TOPK = 10
 #: Frames upsampled and scored at once (bounds memory at full resolution).
 _CHUNK = 8
 
@@ -164,114 +166,111 @@ def _pixel_accuracy(conf: np.ndarray) -> float:
     return float(np.trace(conf) / total) if total else math.nan
 
 
-def propagate_parsing(
-    encoder: DenseEncoder,
-    frames: torch.Tensor,
-    first_ids: np.ndarray,
-    num_classes: int,
-    *,
-    size: tuple[int, int],
-    n_context: int,
-    radius: float,
-    topk: int,
-    temperature: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft labels (T, K, h, w) over the K classes present in frame 0, and those class ids (K,)."""
+def compact_classes(first_ids: np.ndarray, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class ids (K,) present in frame 0, and frame 0 relabelled 0..K-1 (-1 where no class)."""
     first = torch.from_numpy(first_ids.astype(np.int64))
     classes = torch.unique(first[(first >= 0) & (first < num_classes)])
     if classes.numel() == 0:
         raise ValueError(f"the first annotation holds no class id in 0..{num_classes - 1}")
     lookup = torch.full((int(first.max()) + 1,), -1, dtype=torch.long)
     lookup[classes] = torch.arange(classes.numel())
-    compact = torch.where(first >= 0, lookup[first.clamp(min=0)], -1)
-    feats = extract_video_features(encoder, frames, size=size)
-    grid = tuple(feats.shape[1:3])
-    onehot = labels_to_onehot(resize_ids(compact, size), classes.numel(), grid).to(feats.device)
-    soft = propagate_labels(feats, onehot, n_context=n_context, radius=radius, topk=topk, temperature=temperature)
-    return soft, classes
+    return classes, torch.where(first >= 0, lookup[first.clamp(min=0)], -1)
+
+
+@dataclass
+class VipTask:
+    """VIP for :func:`~co_settle_hf.evaluation.loop.run_propagation` (module docstring)."""
+
+    video_list: list[VipVideo]
+    long_side: int = 880
+    num_classes: int = NUM_CLASSES
+    include_first_frame: bool = True
+    save_masks: bool = False
+    name: str = "VIP"
+    min_frames: int = 1
+
+    def videos(self) -> list[VipVideo]:
+        return self.video_list
+
+    def input_size(self, frame_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
+        return input_size(*frame_size, self.long_side, patch_size)
+
+    def first_labels(self, video, frame_size, size, grid):
+        gt = np.stack([read_annotation(p, frame_size)[0] for p in video.annotations])
+        classes, compact = compact_classes(gt[0], self.num_classes)
+        return labels_to_onehot(resize_ids(compact, size), classes.numel(), grid), (gt, classes, size)
+
+    def score(self, video, state, soft, settings, out, folder) -> dict[str, Any]:
+        gt, classes, size = state
+        frame_size = tuple(gt.shape[1:])
+        conf = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        first_scored = 0 if self.include_first_frame else 1
+        for i in range(0, soft.shape[0], _CHUNK):
+            compact = upsample_and_argmax(soft[i : i + _CHUNK], size, norm_mask=settings.norm_mask).cpu()
+            pred = resize_ids(classes[compact], frame_size)
+            for offset, ids in enumerate(pred):
+                t = i + offset
+                if t >= first_scored:
+                    conf += confusion_matrix(ids, torch.from_numpy(gt[t].astype(np.int64)), self.num_classes)
+                if self.save_masks:
+                    path = out.path(folder, video.name, f"{video.annotations[t].stem}.png")
+                    Image.fromarray(ids.numpy().astype(np.uint8)).save(path)
+        return {"name": video.name, "frames": len(video.frames), "confusion": conf, "size": list(size)}
+
+    def summarise(self, rows, too_short, settings, out, folder) -> dict[str, Any]:
+        total = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        for row in rows:
+            total += row["confusion"]
+        mean_iou, per_class = miou(total)
+        names = CLASS_NAMES if self.num_classes == NUM_CLASSES else tuple(str(c) for c in range(self.num_classes))
+        summary: dict[str, Any] = {
+            "mIoU": mean_iou,
+            "per_class_IoU": {name: float(v) for name, v in zip(names, per_class)},
+            "pixel_accuracy": _pixel_accuracy(total),
+            "num_videos": len(rows),
+            "num_frames": sum(r["frames"] for r in rows),
+            "too_short": too_short,
+            "settings": {**settings.as_dict(), "long_side": self.long_side,
+                         "input_sizes": sorted({tuple(r["size"]) for r in rows}), "num_classes": self.num_classes,
+                         "include_first_frame": self.include_first_frame},
+        }
+        summary["settings"]["input_sizes"] = [list(s) for s in summary["settings"]["input_sizes"]]
+        write_csv(out.path(folder, "per-video_results.csv"), ["video", "frames", "mIoU", "pixel_accuracy"],
+                  [[r["name"], r["frames"], miou(r["confusion"])[0], _pixel_accuracy(r["confusion"])] for r in rows])
+        write_csv(out.path(folder, "confusion_matrix.csv"), ["gt \\ pred", *names],
+                  ([name, *counts.tolist()] for name, counts in zip(names, total)))
+        write_summary(out.path(folder, "summary.json"), summary)
+        return summary
 
 
 def evaluate_vip(
     encoder: DenseEncoder,
     root: str | Path,
     output_dir: str | Path | OutputFolder,
+    settings: PropagationSettings | Sequence[PropagationSettings] | None = None,
     *,
     list_file: str | Path | None = None,
     long_side: int = 880,
-    n_context: int = 20,
-    radius: float = 20,
-    topk: int = 10,
-    temperature: float = 0.7,
     num_classes: int = NUM_CLASSES,
     include_first_frame: bool = True,
     save_masks: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    cache: Any = None,
+    processes: Any = None,
+    **knobs: Any,
 ) -> dict[str, Any]:
     """Label-propagation VIP evaluation of ``encoder`` (protocol in the module docstring).
 
-    Writes under ``output_dir``: ``summary.json`` (mIoU, per-class IoU, pixel accuracy, counts,
-    settings, timing), ``per-video_results.csv`` (each video's own mIoU and pixel accuracy),
-    ``confusion_matrix.csv`` and, if ``save_masks``, the predicted class-id PNGs
-    ``<video>/<frame>.png``. Returns the summary.
+    ``settings`` / ``knobs`` as in :func:`~co_settle_hf.evaluation.davis.evaluate_davis` (default:
+    CropMAE's protocol with VIP's top-k, 10). Writes under
+    ``output_dir``: ``summary.json`` (mIoU, per-class IoU, pixel accuracy, counts, settings),
+    ``per-video_results.csv`` (each video's own mIoU and pixel accuracy), ``confusion_matrix.csv``
+    and, if ``save_masks``, the predicted class-id PNGs ``<video>/<frame>.png``. Returns the
+    summary, with ``timing``.
     """
-    videos = list_vip_videos(root, list_file)
-    with open_output(output_dir, [root], overwrite) as out:
-        return _evaluate_videos(encoder, videos, out, long_side=long_side, n_context=n_context, radius=radius,
-                                topk=topk, temperature=temperature, num_classes=num_classes,
-                                include_first_frame=include_first_frame, save_masks=save_masks, progress=progress)
-
-
-def _evaluate_videos(encoder, videos, out, *, long_side, n_context, radius, topk, temperature, num_classes,
-                     include_first_frame, save_masks, progress) -> dict[str, Any]:
-    patch = int(encoder.patch_size)
-    total = np.zeros((num_classes, num_classes), dtype=np.int64)
-    rows, sizes = [], set()
-    num_frames, seconds = 0, 0.0
-    iterator: Any = videos
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(videos, desc="VIP", unit="video")
-    for video in iterator:
-        frames = read_frames(video.frames)
-        frame_size = tuple(frames.shape[1:3])
-        gt = np.stack([read_annotation(p, frame_size)[0] for p in video.annotations])
-        size = input_size(*frame_size, long_side, patch)
-        sizes.add(size)
-        start = time.perf_counter()
-        soft, classes = propagate_parsing(encoder, frames, gt[0], num_classes, size=size, n_context=n_context,
-                                          radius=radius, topk=topk, temperature=temperature)
-        conf = np.zeros_like(total)
-        first_scored = 0 if include_first_frame else 1
-        for i in range(0, soft.shape[0], _CHUNK):
-            compact = upsample_and_argmax(soft[i : i + _CHUNK], size).cpu()
-            pred = resize_ids(classes[compact], frame_size)
-            for offset, ids in enumerate(pred):
-                t = i + offset
-                if t >= first_scored:
-                    conf += confusion_matrix(ids, torch.from_numpy(gt[t].astype(np.int64)), num_classes)
-                if save_masks:
-                    Image.fromarray(ids.numpy().astype(np.uint8)).save(out.path(video.name, f"{video.annotations[t].stem}.png"))
-        seconds += time.perf_counter() - start
-        num_frames += len(video.frames)
-        total += conf
-        rows.append([video.name, len(video.frames), miou(conf)[0], _pixel_accuracy(conf)])
-
-    mean_iou, per_class = miou(total)
-    names = CLASS_NAMES if num_classes == NUM_CLASSES else tuple(str(c) for c in range(num_classes))
-    summary: dict[str, Any] = {
-        "mIoU": mean_iou,
-        "per_class_IoU": {name: float(v) for name, v in zip(names, per_class)},
-        "pixel_accuracy": _pixel_accuracy(total),
-        "num_videos": len(videos),
-        "num_frames": num_frames,
-        "settings": {"long_side": long_side, "input_sizes": sorted(list(s) for s in sizes), "n_context": n_context,
-                     "radius": radius, "topk": topk, "temperature": temperature, "num_classes": num_classes,
-                     "include_first_frame": include_first_frame},
-        "frames_per_second": num_frames / seconds if seconds > 0 else math.nan,
-    }
-    write_csv(out.path("per-video_results.csv"), ["video", "frames", "mIoU", "pixel_accuracy"], rows)
-    write_csv(out.path("confusion_matrix.csv"), ["gt \\ pred", *names], ([name, *counts.tolist()] for name, counts in zip(names, total)))
-    write_summary(out.path("summary.json"), summary)
-    return summary
+    task = VipTask(list_vip_videos(root, list_file), long_side, num_classes, include_first_frame, save_masks)
+    task.min_frames = 1 if include_first_frame else 2
+    settings = PropagationSettings(topk=VIP_TOPK) if settings is None else settings
+    return evaluate_task(task, encoder, root, output_dir, settings, knobs, overwrite=overwrite, cache=cache,
+                         processes=processes, progress=progress)

@@ -1,0 +1,11 @@
+"""`accelerate launch -m co_settle_hf.evaluate {davis,jhmdb,vip,tradeoff} ...`: see `co_settle_hf.evaluation.cli`.
+
+The same command as `co-settle eval`; under Accelerate the videos are shared among the processes.
+"""
+
+import sys
+
+from .evaluation.cli import cli_main
+
+if __name__ == "__main__":
+    cli_main(sys.argv[1:])

@@ -1,0 +1,75 @@
+"""A feature cache: each video's features computed once, then reused by every propagation setting.
+
+The backbone is the cost of an evaluation; a sweep over top-k or temperatures changes nothing
+it computes. Entries are safetensors files keyed by the model (its Hub commit, or a digest of
+its weights), the input size and the frame files (path, size, modification time), so a changed
+model, size or frame never reads stale features. Writes are atomic (temporary file, rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def model_fingerprint(encoder: Any) -> str:
+    """What identifies the features an encoder computes: its ``cache_key``, Hub commit or weights."""
+    key = getattr(encoder, "cache_key", None)
+    if key:
+        return str(key)
+    modules = [m for m in (encoder, getattr(encoder, "model", None)) if isinstance(m, torch.nn.Module)]
+    commit = next((getattr(getattr(m, "config", None), "_commit_hash", None) for m in modules), None)
+    digest = hashlib.sha256(type(encoder).__qualname__.encode())
+    if commit:
+        digest.update(str(commit).encode())
+    for module in modules[:1]:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Features of (model, input size, frames) in ``folder``; see the module docstring."""
+
+    def __init__(self, folder: str | Path, encoder: Any):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.model = model_fingerprint(encoder)
+        self.hits = self.misses = 0
+
+    def describe(self, frames: Sequence[Path], size: Sequence[int]) -> dict[str, Any]:
+        stats = [(str(Path(p).resolve()), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in frames]
+        return {"model": self.model, "size": [int(s) for s in size], "frames": stats}
+
+    def path(self, description: dict[str, Any]) -> Path:
+        key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+        return self.folder / key[:2] / f"{key}.safetensors"
+
+    def get(self, frames: Sequence[Path], size: Sequence[int], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached features of these frames at this size, or ``compute()`` stored for next time."""
+        description = self.describe(frames, size)
+        path = self.path(description)
+        if path.is_file():
+            try:
+                self.hits += 1
+                return load_file(path)["features"]
+            except (OSError, ValueError, KeyError) as error:  # a damaged entry is recomputed
+                print(f"feature cache: ignoring unreadable {path} ({error})", flush=True)
+                self.hits -= 1
+        self.misses += 1
+        features = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+        os.close(handle)
+        save_file({"features": features.detach().cpu().contiguous()}, temporary,
+                  metadata={"description": json.dumps(description)[:60000]})
+        os.replace(temporary, path)
+        return features
