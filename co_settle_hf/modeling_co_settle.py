@@ -190,9 +190,7 @@ class CoSettleModel(PreTrainedModel):
         return self.projection(tokens.to(self.projection.norm.weight.dtype))
 
     def forward(self, pixel_values: Tensor, pea: PositionCrop | None = None, return_dict: bool | None = None) -> CoSettleOutput:
-        if self.backbone is None:
-            raise RuntimeError("No backbone attached: use from_backbone(...) or from_pretrained(...).")
-        tokens, (h, w) = self.backbone.patch_tokens(pixel_values, pea=pea)
+        tokens, (h, w) = self._require_backbone().patch_tokens(pixel_values, pea=pea)
         features = self.project(tokens)
         shape = (len(tokens), h, w, -1)
         output = CoSettleOutput(

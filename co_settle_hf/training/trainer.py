@@ -108,7 +108,7 @@ def load_backbone(args: CoSettleTrainingArguments) -> BackboneEncoder:
         backbone = BackboneEncoder.from_pretrained(args.model_name_or_path, revision=args.model_revision)
     except (OSError, ValueError) as error:
         raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: {error}") from None
-    if backbone.position_kind == "relative" and not args.no_pea:
+    if not backbone.supports_pea and not args.no_pea:
         raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: {backbone.family.name} has only a relative "
                          "position bias, so PEA has nothing to augment: pass --no_pea")
     return backbone
