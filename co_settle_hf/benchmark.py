@@ -10,6 +10,9 @@ label propagation must stay small beside it. Three sections, one table:
   folders, beside the training step's own pairs/s: loading must keep up.
 - eval: feature extraction and label propagation alone on a 480x880 video, frames/s, and
   propagation's share of the total (goal: under 10 %).
+- tradeoff: the trade-off analysis beside the backbone (per-video D_intra, cycle accuracy, K
+  sampled patches, streamed rank; then D_inter over all pairs) per video at 100 and 1,000 videos
+  of ViT-S-sized features (40 frames, 14x14 grid, D = 384): it must stay flat, not grow with N.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-SECTIONS = ("step", "data", "eval")
+SECTIONS = ("step", "data", "eval", "tradeoff")
 
 
 def device_name(device: torch.device) -> str:
@@ -146,6 +149,23 @@ def bench_eval(encoder, repeats: int, device: torch.device, frames: int) -> list
     ]
 
 
+def bench_tradeoff(counts: Sequence[int], frames: int = 40, grid: int = 14, dim: int = 384) -> list[tuple[str, str, str]]:
+    """Seconds per video of the trade-off analysis on synthetic features, at each video count."""
+    from .evaluation.tradeoff import tradeoff_of_features
+
+    bank = torch.randn(8, frames, grid, grid, dim, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for count in counts:
+        videos = (bank[i % 8] + 0.01 * i for i in range(count))  # distinct videos, made on the fly
+        start = time.perf_counter()
+        tradeoff_of_features(videos, num_frames=frames)
+        per_video = (time.perf_counter() - start) / count
+        rows.append(("tradeoff", f"analysis beside the backbone, {count} videos (ms per video)", f"{1000 * per_video:.1f}"))
+    first, last = (float(r[2]) for r in (rows[0], rows[-1]))
+    rows.append(("tradeoff", f"per-video time at {counts[-1]} / at {counts[0]} videos (1 = linear)", f"{last / first:.2f}"))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     parser = argparse.ArgumentParser(prog="co-settle bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -153,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eval-frames", type=int, default=40, help="frames of the 480x880 propagation video")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--tradeoff-videos", type=int, nargs="+", default=[100, 1000],
+                        help="video counts at which the trade-off analysis is timed")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = vit_small(device)
@@ -167,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
         rows += bench_data(args.batch_size, args.image_size, args.repeats, step_rate)
     if "eval" in args.sections:
         rows += bench_eval(encoder, args.repeats, device, args.eval_frames)
+    if "tradeoff" in args.sections:
+        rows += bench_tradeoff(args.tradeoff_videos)
     print(f"\n| section | measurement ({device_name(device)}) | value |\n|---|---|---|")
     for section, name, value in rows:
         print(f"| {section} | {name} | {value} |")

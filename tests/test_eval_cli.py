@@ -28,7 +28,7 @@ from PIL import Image
 from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
-from co_settle_hf.evaluation.cli import cli_main
+from co_settle_hf.evaluation.cli import build_parser, cli_main
 from co_settle_hf.evaluation.davis import davis_palette, read_frames
 from co_settle_hf.evaluation.plots import overlay_masks
 
@@ -251,3 +251,51 @@ def test_missing_model_is_named(workspace, tmp_path):
     ghost = tmp_path / "no_such_model"
     with pytest.raises(SystemExit, match=re.escape(f"--model {ghost}: not an adapter or backbone")):
         run_cli("jhmdb", ghost, workspace / "jhmdb", tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------- protocols and flags
+
+
+def test_dino_protocol_and_flags_reach_the_summary(workspace, tmp_path):
+    run_cli("davis", workspace / "vit", workspace / "DAVIS", tmp_path / "dino", "--size", "64", "96",
+            "--protocol", "dino")
+    settings = json.loads((tmp_path / "dino" / "summary.json").read_text())["settings"]
+    assert {k: settings[k] for k in ("topk", "temperature", "n_context", "radius", "neighbourhood", "pad_context",
+                                     "restrict_first_frame", "norm_mask")} == {
+        "topk": 5, "temperature": 0.1, "n_context": 7, "radius": 12.0, "neighbourhood": "square",
+        "pad_context": False, "restrict_first_frame": True, "norm_mask": True}
+    rows = run_cli("jhmdb", workspace / "vit", workspace / "jhmdb", tmp_path / "jhmdb", "--size", "64", "64",
+                   "--pck-thresholds", "0.1", "0.2", "0.3", "0.4", "0.5", "--no-count-lost-as-miss",
+                   "--include-first-frame", "--mapping", "centred", "--temperature", "0.5")
+    summary = json.loads((tmp_path / "jhmdb" / "summary.json").read_text())
+    assert summary["settings"]["mapping"] == "centred" and summary["settings"]["temperature"] == 0.5
+    assert summary["settings"]["count_lost_as_miss"] is False and summary["settings"]["include_first_frame"] is True
+    assert summary["num_scored"] == 2 * 5 * 15  # frame 0 scored too
+    assert [k for k in rows[str(workspace / "vit")] if k.startswith("PCK")] == [f"PCK@{a}" for a in
+                                                                               ("0.1", "0.2", "0.3", "0.4", "0.5")]
+
+
+def test_tradeoff_reads_the_authors_sample_list(workspace, tmp_path):
+    listing = tmp_path / "samples.csv"
+    listing.write_text("data/Kinetics-400/frames/val/clip1\ndata/Kinetics-400/frames/val/clip0\n")  # their prefix
+    rows = run_cli("tradeoff", workspace / "vit", workspace / "clips", tmp_path / "csv", "--sample_csv", str(listing),
+                   "--num-frames", "8")
+    assert rows["model"]["num_videos"] == 2
+    listing.write_text("clip0\nnot_a_clip\n")
+    with pytest.raises(SystemExit, match=re.escape(f"{listing}, line 2: not_a_clip not found")):
+        run_cli("tradeoff", workspace / "vit", workspace / "clips", tmp_path / "bad", "--sample_csv", str(listing))
+
+
+def test_errors_name_what_a_video_needs_not_a_traceback(workspace, tmp_path):
+    with pytest.raises(SystemExit, match=r"has 5 frames; the trade-off needs at least 8"):
+        run_cli("tradeoff", workspace / "vit", workspace / "clips", tmp_path / "short", "--num-frames", "5")
+    assert not (tmp_path / "short").exists()
+    with pytest.raises(SystemExit, match="topk must be >= 1"):
+        run_cli("davis", workspace / "vit", workspace / "DAVIS", tmp_path / "k", "--topk", "0")
+    for text in build_parser().format_help().split():
+        assert "SPEC" not in text
+
+
+def test_every_eval_option_is_described():
+    for action in build_parser()._actions:
+        assert action.help, action.option_strings

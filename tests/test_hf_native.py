@@ -304,7 +304,7 @@ def test_trainer_refuses_a_local_base_push_before_any_work(tmp_path, capsys):
                "--hub-model-id", "test-user/x"]
     with pytest.raises(SystemExit):
         parse_args(command)
-    assert "--hub-push-backbone" in capsys.readouterr().err
+    assert "--hub_push_backbone" in capsys.readouterr().err  # the primary (underscore) spelling names the flag
     assert parse_args([*command, "--hub-push-backbone"]).hub_push_backbone
 
 

@@ -252,3 +252,55 @@ def test_fit_to_patches():
     assert fit_to_patches((480, 880), 16) == (480, 880)
     assert fit_to_patches((480, 880), 14) == (476, 868)
     assert fit_to_patches((5, 30), 8) == (8, 24)
+
+
+def dino_reference(feats, first, n_last=7, size_mask=12, topk=5):
+    """DINO's eval_video_segmentation.py propagation, transcribed with explicit loops.
+
+    The queue grows from frame 1 (no padding); the square neighbourhood (|dy|, |dx| <= size_mask)
+    applies to every context frame, frame 0 included; weights are exp(affinity / 0.1) of the
+    top-k sources, normalised to sum 1.
+    """
+    t_len, h, w, _ = feats.shape
+    feats = feats.double()
+    labels = [first.permute(1, 2, 0).double()]
+    for t in range(1, t_len):
+        context = [0] + list(range(max(1, t - n_last), t))
+        out = torch.zeros_like(labels[0])
+        for y in range(h):
+            for x in range(w):
+                candidates = []
+                for s in context:
+                    for yy in range(h):
+                        for xx in range(w):
+                            if abs(yy - y) <= size_mask and abs(xx - x) <= size_mask:
+                                score = math.exp(float(feats[t, y, x] @ feats[s, yy, xx]) / 0.1)
+                                candidates.append((score, labels[s][yy, xx]))
+                candidates.sort(key=lambda c: -c[0])
+                best = candidates[:topk]
+                total = sum(c[0] for c in best)
+                out[y, x] = sum(score / total * lab for score, lab in best)
+        labels.append(out)
+    return torch.stack(labels).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("size_mask", [12, 1])
+def test_dino_protocol_matches_dinos_loop(size_mask):
+    from co_settle_hf.evaluation.propagation import PROTOCOLS
+
+    feats, first = random_video(11, t_len=10, h=4, w=5)
+    settings = PROTOCOLS["dino"].with_values(radius=size_mask)
+    got = propagate_labels(feats.double(), first.double(), settings)
+    assert torch.allclose(got, dino_reference(feats, first, size_mask=size_mask), atol=1e-10)
+    # Not the CropMAE protocol with the same numbers: the queue and the neighbourhood differ.
+    cropmae = propagate_labels(feats.double(), first.double(), topk=5, temperature=0.1, n_context=7, radius=size_mask)
+    assert not torch.allclose(got, cropmae, atol=1e-6)
+
+
+def test_norm_mask_rescales_each_channel_before_the_argmax():
+    soft = torch.zeros(1, 2, 2, 2)
+    soft[0, 0] = torch.tensor([[0.9, 0.8], [0.85, 0.8]])  # high everywhere, small range
+    soft[0, 1] = torch.tensor([[0.0, 0.5], [0.1, 0.0]])  # low, but its peak is its own maximum
+    assert upsample_and_argmax(soft, (2, 2)).tolist() == [[[0, 0], [0, 0]]]
+    # After min-max: channel 0 -> [[1, 0], [0.5, 0]], channel 1 -> [[0, 1], [0.2, 0]].
+    assert upsample_and_argmax(soft, (2, 2), norm_mask=True).tolist() == [[[0, 1], [0, 0]]]

@@ -87,6 +87,15 @@ def _resolved_commit(name_or_path: str, revision: str | None, subfolder: str, hu
     return extract_commit_hash(config_path, None) or revision
 
 
+def _has_pooler_option(model_class: type, config: Any) -> bool:
+    """Whether the class that will be built takes `add_pooling_layer` (ViT, DeiT, BEiT do)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    if model_class is transformers.AutoModel:
+        model_class = MODEL_MAPPING.get(type(config), model_class)
+    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+
+
 def _resize_grid(grid: Tensor, size: tuple[int, int]) -> Tensor:
     """Bicubic resize of an (h, w, D) grid; the identity (exactly) when the size already fits."""
     if tuple(grid.shape[:2]) == tuple(size):
@@ -196,6 +205,8 @@ class BackboneEncoder(nn.Module):
         for key, value in family.load_kwargs.items():  # before loading, as the model may read them in __init__
             setattr(config, key, value)
         model_kwargs = {k: v for k, v in dict(dtype=dtype, device_map=device_map, attn_implementation=attn_implementation).items() if v is not None}
+        if _has_pooler_option(model_class, config):  # patch tokens only: no pooler to build (or to warn about)
+            model_kwargs["add_pooling_layer"] = False
         model = model_class.from_pretrained(name_or_path, config=config, revision=revision, subfolder=subfolder, **hub_kwargs, **model_kwargs)
         commit = _resolved_commit(name_or_path, revision, subfolder, hub_kwargs)
         processor = _read_processor_dict(name_or_path, commit, subfolder, hub_kwargs)

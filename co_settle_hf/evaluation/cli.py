@@ -28,10 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="co-settle eval", description="Evaluate an adapter or a bare backbone. "
                                      "Under `accelerate launch -m co_settle_hf.evaluate ...` videos are shared "
                                      "among the processes; the files are those of one process.")
-    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tradeoff"))
+    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tradeoff"),
+                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU) or the consistency-separability trade-off")
     parser.add_argument("--model", required=True, help="adapter or backbone: local path or Hub id")
-    parser.add_argument("--revision", default=None)
-    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
+    parser.add_argument("--data-root", required=True,
+                        help="the benchmark's folder in its official layout (trade-off: a folder of clips)")
     parser.add_argument("--output-dir", required=True,
                         help="where results go; refused inside --data-root, and if it already holds results")
     parser.add_argument("--overwrite", action="store_true",
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
     parser.add_argument("--update-card", metavar="ADAPTER", default=None,
                         help="add the results to this saved adapter's model card (model-index entries)")
-    group = parser.add_argument_group("label propagation (DAVIS, JHMDB, VIP)")
+    group = parser.add_argument_group("label propagation (DAVIS, JHMDB, VIP; a DAVIS sequence needs at least 3 "
+                                      "frames, a JHMDB video 2: shorter ones are listed under too_short)")
     group.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cropmae", help=PROTOCOL_HELP)
     group.add_argument("--topk", type=int, nargs="+", default=None,
                        help="neighbours per node; several values sweep them (default: the protocol's)")
@@ -143,9 +146,9 @@ def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: Out
                                long_side=args.long_side, include_first_frame=include, **common)
     if not processes.is_main:
         return {}
-    timing = summary["timing"]
-    print(f"{args.task}: {timing['frames']} frames in {timing['seconds']:.1f} s on the main process "
-          f"({timing['frames_per_second']:.2f} frames/s); feature cache: {timing['cache_hits']} hits, "
+    timing = {**summary["timing"], "processes": processes.world}
+    print(f"{args.task}: {timing['frames']} frames in {timing['seconds']:.1f} s on the main process of "
+          f"{processes.world} ({timing['frames_per_second']:.2f} frames/s); feature cache: {timing['cache_hits']} hits, "
           f"{timing['cache_misses']} misses", flush=True)
     out.path("timing.json").write_text(json.dumps(timing, indent=2, default=float))
     if args.task == "davis":
@@ -224,7 +227,8 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
             raise ValueError("--update-card records one setting's results: give one --topk and one --propagation-temperature")
         processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
         output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
-        loaded = load_for_evaluation(args.model, args.revision, args.device or str(processes.device))
+        device = str(processes.device) if args.device in (None, "cuda") else args.device  # cuda:<rank> when launched
+        loaded = load_for_evaluation(args.model, args.revision, device)
         with output as out:
             if args.task == "tradeoff":
                 rows = run_tradeoff(args, loaded, out, processes)

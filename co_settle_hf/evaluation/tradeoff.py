@@ -151,26 +151,31 @@ def d_inter(
 
 
 #: Rows of the pair-distance block (rows x videos) computed at once: bounds D_inter's working memory.
-INTER_BLOCK_ROWS = 1024
+INTER_BLOCK_ROWS = 512
 
 
 def mean_pair_distance(sampled: Tensor, block_rows: int = INTER_BLOCK_ROWS) -> float:
     """Mean over video pairs i < j of the mean over k of |sampled[i, k] - sampled[j, k]|, blockwise.
 
-    ``sampled`` is (N, K, D). Distances are computed in its own precision (float32 features stay
-    float32, the naive (N, N, K, D) difference tensor is never built) and summed in float64;
-    memory is O(block_rows x N) on top of the input.
+    ``sampled`` is (N, K, D). Each block of rows is compared with every later video through one
+    matrix product (|a|^2 + |b|^2 - 2 a.b), in the features' own precision (float32 features stay
+    float32; the naive (N, N, K, D) difference tensor is never built); sums run in float64. Memory
+    is O(block_rows x N) on top of the input, time O(N^2 K D).
     """
     n, k, _ = sampled.shape
     if n < 2:
         raise ValueError(f"D_inter needs at least two videos, got {n}")
     total = torch.zeros((), dtype=torch.float64)
-    for start in range(0, n - 1, block_rows):
-        stop = min(start + block_rows, n)
-        for position in range(k):
-            rows, cols = sampled[start:stop, position], sampled[start:, position]  # pairs with j >= start
-            distances = torch.cdist(rows[None], cols[None])[0]  # (rows, N - start)
-            total += distances.triu(diagonal=1).sum(dtype=torch.float64)  # column c is video start + c
+    for position in range(k):
+        points = sampled[:, position].contiguous()
+        norms = (points * points).sum(dim=-1)
+        for start in range(0, n - 1, block_rows):
+            stop = min(start + block_rows, n)
+            rows, cols = points[start:stop], points[start:]  # pairs (i, j) with start <= i < stop, j >= start
+            squared = torch.addmm(norms[None, start:], rows, cols.T, alpha=-2).add_(norms[start:stop, None])
+            distances = squared.clamp_min_(0).sqrt_()
+            distances[:, : stop - start].triu_(diagonal=1)  # this block's own pairs: i < j only
+            total += distances.sum(dim=1).to(torch.float64).sum()  # row sums in place precision, then float64
     return float(total / (n * (n - 1) / 2) / k)
 
 
@@ -183,8 +188,9 @@ def inter_video_distances(sampled: Tensor) -> dict[str, float]:
     if not isinstance(sampled, Tensor) or sampled.ndim != 3:
         raise ValueError(f"sampled patches must be (N, K, D), got {getattr(sampled, 'shape', type(sampled).__name__)}")
     distance = mean_pair_distance(sampled)
-    flat = sampled.reshape(-1, sampled.shape[-1]).to(torch.float64)
-    to_centre = (flat - flat.mean(dim=0, keepdim=True)).norm(dim=-1).sort().values
+    chunks = sampled.reshape(-1, sampled.shape[-1]).split(1 << 12)  # float64 a chunk at a time, never all of it
+    centre = sum(chunk.to(torch.float64).sum(dim=0) for chunk in chunks) / sum(len(chunk) for chunk in chunks)
+    to_centre = torch.cat([(chunk.to(torch.float64) - centre).norm(dim=-1) for chunk in chunks]).sort().values
     result = {"d_inter_raw": distance}
     for share, key in ((100, "d_inter"), (95, "d_inter_95"), (90, "d_inter_90")):
         radius = to_centre[max(1, int(len(to_centre) * share / 100)) - 1]
@@ -435,6 +441,19 @@ def analyze_tradeoff(
     if len(records) < 2:
         raise ValueError(f"the trade-off analysis needs at least two videos, got {len(records)}")
     return {name: _summarise(name, records, settings) for name in encoders}
+
+
+def tradeoff_of_features(features: Iterable[Tensor], **knobs: Any) -> dict[str, float | int]:
+    """The analysis on features already computed, one (T, h, w, D) tensor per video, streamed.
+
+    What :func:`analyze_tradeoff` does after the backbone (and what ``co-settle bench`` times):
+    per video its D_intra's, cycle accuracy, K sampled patches and Gram matrix, then D_inter.
+    """
+    settings = TradeoffSettings(**knobs)
+    records = [(0, index, {"model": _video_record(f, settings)}) for index, f in enumerate(features)]
+    if len(records) < 2:
+        raise ValueError(f"the trade-off analysis needs at least two videos, got {len(records)}")
+    return _summarise("model", records, settings)
 
 
 def _measure_video(encoders: Mapping[str, DenseEncoder], video: Any, index: int, settings: TradeoffSettings

@@ -1,0 +1,62 @@
+"""`accelerate launch -m co_settle_hf.evaluate` with 2 real processes writes the files of 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eval_fixtures import tradeoff_videos, write_davis, write_tradeoff_clips
+from tiny_backbones import save_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {"davis": ("DAVIS", ["--size", "64", "96"]), "tradeoff": ("clips", [])}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("distributed")
+    save_backbone("vit", root / "vit")
+    write_davis(root / "DAVIS", names=("a", "b", "c", "d", "e"))  # 5 sequences: 3 and 2 per process
+    write_tradeoff_clips(root / "clips", tradeoff_videos(5))
+    return root
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every result file; timing.json says how long this run took, so it is left out."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "timing.json"}
+
+
+def launch(launcher: list[str], task: str, data: Path, out: Path) -> subprocess.CompletedProcess:
+    folder, extra = TASKS[task]
+    command = [*launcher, "-m", "co_settle_hf.evaluate", task, "--model", str(data / "vit"),
+               "--data-root", str(data / folder), "--output-dir", str(out), "--device", "cpu", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_two_processes_write_the_files_of_one(data, tmp_path, task):
+    two = launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no",
+                  "--dynamo_backend", "no"], task, data, tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch([sys.executable], task, data, tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    got, expected = files(tmp_path / "two"), files(tmp_path / "one")
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name] == expected[name], name  # byte for byte: same numbers, same order
+    results = json.loads((tmp_path / "two" / "results.json").read_text())
+    count = next(iter(results.values()))["num_sequences" if task == "davis" else "num_videos"]
+    assert count == 5
+    if task == "davis":  # the main process evaluated its share of the sequences, 3 of 5
+        assert "3/3" in two.stderr and "5/5" in one.stderr
+        for folder, processes in (("two", 2), ("one", 1)):
+            timing = json.loads((tmp_path / folder / "timing.json").read_text())
+            assert timing["processes"] == processes and timing["frames"] == {2: 3 * 5, 1: 5 * 5}[processes]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no staging folder left
