@@ -150,8 +150,10 @@ def run_propagation(
         start = time.perf_counter()
         try:
             rows = _evaluate_video(task, encoder, video, settings, out, folders, cache)
-        except (ValueError, OSError) as error:  # reported on every process after the gather, not a hang
-            results.append((index, "error", str(error)))
+        except (ValueError, OSError) as error:
+            if processes is None or processes.world == 1:
+                raise
+            results.append((index, "error", str(error)))  # raised on every process after the gather, not a hang
             continue
         stats.seconds += time.perf_counter() - start
         stats.frames += count
