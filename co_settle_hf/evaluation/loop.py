@@ -111,27 +111,10 @@ def _evaluate_video(task: PropagationTask, encoder: DenseEncoder, video: Any, se
     return rows
 
 
-def run_propagation(
-    task: PropagationTask,
-    encoder: DenseEncoder,
-    settings: Sequence[PropagationSettings],
-    out: OutputFolder | None,
-    *,
-    cache: FeatureCache | None = None,
-    processes: Processes | None = None,
-    progress: bool = True,
-) -> tuple[list[dict[str, Any]], RunStats]:
-    """Evaluate ``task`` once per setting; returns the summaries (main process; [] elsewhere) and stats.
-
-    With one setting the task writes its files at the top of ``out``; with several (a sweep),
-    each setting's files go to ``out/<setting label>/``.
-    """
-    if not settings:
-        raise ValueError("settings is empty: nothing to evaluate")
-    videos = list(task.videos())
-    folders = [""] if len(settings) == 1 else [s.label() for s in settings]
-    if len(set(folders)) != len(folders):
-        raise ValueError(f"two propagation settings share the label {folders}: sweep distinct values")
+def _run_my_share(task: PropagationTask, encoder: DenseEncoder, videos: list[Any], settings: Sequence[PropagationSettings],
+                  out: OutputFolder | None, folders: Sequence[str], cache: FeatureCache | None,
+                  processes: Processes | None, progress: bool) -> tuple[list[tuple[int, str, Any]], RunStats]:
+    """(video index, "rows" | "too_short" | "error", value) for this process's videos, and its stats."""
     mine = [i for block in (processes.my_blocks(len(videos)) if processes else [range(len(videos))]) for i in block]
     stats, results = RunStats(), []
     iterator: Any = mine
@@ -160,6 +143,31 @@ def run_propagation(
         results.append((index, "rows", rows))
     if cache is not None:
         stats.cache_hits, stats.cache_misses = cache.hits, cache.misses
+    return results, stats
+
+
+def run_propagation(
+    task: PropagationTask,
+    encoder: DenseEncoder,
+    settings: Sequence[PropagationSettings],
+    out: OutputFolder | None,
+    *,
+    cache: FeatureCache | None = None,
+    processes: Processes | None = None,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], RunStats]:
+    """Evaluate ``task`` once per setting; returns the summaries (main process; [] elsewhere) and stats.
+
+    With one setting the task writes its files at the top of ``out``; with several (a sweep),
+    each setting's files go to ``out/<setting label>/``.
+    """
+    if not settings:
+        raise ValueError("settings is empty: nothing to evaluate")
+    videos = list(task.videos())
+    folders = [""] if len(settings) == 1 else [s.label() for s in settings]
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"two propagation settings share the label {folders}: sweep distinct values")
+    results, stats = _run_my_share(task, encoder, videos, settings, out, folders, cache, processes, progress)
     gathered = sorted(processes.gather(results) if processes else results, key=lambda r: r[0])
     errors = [value for _, kind, value in gathered if kind == "error"]
     if errors:
