@@ -1,4 +1,4 @@
-"""`co-settle eval davis|jhmdb|vip|tradeoff --model ADAPTER_OR_BACKBONE --data-root DIR --output-dir DIR`."""
+"""`co-settle eval davis|jhmdb|vip|retrieval|tradeoff --model ADAPTER_OR_BACKBONE --data-root DIR --output-dir DIR`."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="co-settle eval", description="Evaluate an adapter or a bare backbone. "
                                      "Under `accelerate launch -m co_settle_hf.evaluate ...` videos are shared "
                                      "among the processes; the files are those of one process.")
-    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tradeoff"),
-                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU) or the consistency-separability trade-off")
+    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "retrieval", "tradeoff"),
+                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU), UCF101 / HMDB51 clip retrieval (R@k) "
+                             "or the consistency-separability trade-off")
     parser.add_argument("--model", required=True, help="adapter or backbone: local path or Hub id")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
     parser.add_argument("--data-root", required=True,
@@ -70,9 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "(the reference's behaviour)")
     group.add_argument("--include-first-frame", action=argparse.BooleanOptionalAction, default=None,
                        help="score the given first frame too (default: no for JHMDB, yes for VIP, as published)")
+    group = parser.add_argument_group("clip retrieval (test videos query the train videos of the split)")
+    group.add_argument("--dataset", choices=("ucf101", "hmdb51"), default=None,
+                       help="default: recognised from the split files under --data-root")
+    group.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default 1)")
+    group.add_argument("--embedding", choices=("projected", "base"), default="projected",
+                       help="pool the adapter's projected patch features (default) or its frozen base's")
     group = parser.add_argument_group("trade-off analysis (each video needs at least 8 frames)")
     group.add_argument("--num-frames", "--num_frames", type=int, default=None,
-                       help="evenly spaced frames per video (all if unset; the authors use 40)")
+                       help="evenly spaced frames per video (trade-off: all if unset, the authors use 40; "
+                            "retrieval: 8 if unset)")
     group.add_argument("--sample-csv", "--sample_csv", default=None,
                        help="the authors' sample list: one video (frame folder or file) per line, no header, "
                             "relative to --data-root")
@@ -198,6 +206,25 @@ def _read_ids(path: Path) -> np.ndarray:
         return np.array(image)
 
 
+def run_retrieval(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
+                  ) -> dict[str, dict[str, Any]]:
+    """R@k of the split's test videos against its train videos; rows on the main process ({} elsewhere)."""
+    from .cache import FeatureCache
+    from .retrieval import evaluate_retrieval
+
+    encoder = loaded.encoder
+    if args.embedding == "base":
+        if loaded.base is None:
+            raise ValueError(f"--embedding base needs an adapter; {args.model} is a bare backbone")
+        encoder = loaded.base
+    cache = FeatureCache(args.feature_cache, encoder) if args.feature_cache else None
+    summary = evaluate_retrieval(encoder, args.data_root, out, split=args.split, dataset=args.dataset,
+                                 num_frames=args.num_frames or 8, embedding=args.embedding,
+                                 title=f"{args.model} ({args.embedding} features)", cache=cache,
+                                 processes=processes, progress=processes.is_main)
+    return {args.model: metrics_of(summary)} if processes.is_main else {}
+
+
 def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
                  ) -> dict[str, dict[str, Any]]:
     from .plots import tradeoff_scatter
@@ -232,6 +259,8 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
         with output as out:
             if args.task == "tradeoff":
                 rows = run_tradeoff(args, loaded, out, processes)
+            elif args.task == "retrieval":
+                rows = run_retrieval(args, loaded, out, processes)
             else:
                 rows = run_propagation_task(args, loaded, out, processes)
             if processes.is_main:

@@ -249,3 +249,27 @@ def tradeoff_scatter(
     ax.grid(alpha=0.2)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def confusion_figure(counts: np.ndarray, classes: Sequence[str], path: str | Path, title: str) -> Path:
+    """Save the (query class, top-1 class) counts as a row-normalised heat map, titled by model and data.
+
+    Rows are normalised so a class with few queries is as readable as one with many; the diagonal is
+    R@1 per class. Class names label the axes up to 40 classes (UCF101's 101 would be unreadable).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(classes):
+        raise ValueError(f"counts must be (C, C) for the {len(classes)} classes, got {counts.shape}")
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(14.0, 4.0 + 0.12 * len(classes))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    if len(classes) <= 40:
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("class of the top-1 gallery video")
+    ax.set_ylabel("class of the query (test video)")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the class's queries")
+    fig.tight_layout()
+    return _save(fig, path)
