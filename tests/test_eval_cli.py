@@ -1,4 +1,4 @@
-"""`co-settle eval davis|jhmdb|vip|tradeoff` end to end: tiny backbone and adapter, tiny datasets on disk."""
+"""`co-settle eval davis|jhmdb|vip|tradeoff` (and comparisons of several models) end to end: tiny backbone and adapter, tiny datasets on disk."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
 from co_settle_hf.evaluation.cli import build_parser, cli_main
+from co_settle_hf.evaluation.compare import model_folder
 from co_settle_hf.evaluation.davis import davis_palette, read_frames
 from co_settle_hf.evaluation.plots import overlay_masks
 
@@ -299,3 +300,52 @@ def test_errors_name_what_a_video_needs_not_a_traceback(workspace, tmp_path):
 def test_every_eval_option_is_described():
     for action in build_parser()._actions:
         assert action.help, action.option_strings
+
+
+# ----------------------------------------------------------------------------- comparisons of several models
+
+COMPARE_ARGS = ["--size", "64", "96", "--n-context", "3", "--radius", "4", "--device", "cpu"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_model_davis_comparison_equals_two_single_runs(workspace, tmp_path):
+    models = [str(workspace / "vit"), str(workspace / "adapter")]
+    data = ["--data-root", str(workspace / "DAVIS")]
+    both = cli_main(["davis", "--model", models[0], "--model", models[1], *data, "--output-dir", str(tmp_path / "both"),
+                     "--feature-cache", str(tmp_path / "cache"), *COMPARE_ARGS])
+    singles = [cli_main(["davis", "--model", m, *data, "--output-dir", str(tmp_path / f"one{i}"), *COMPARE_ARGS])
+               for i, m in enumerate(models)]
+    assert both == {**singles[0], **singles[1]}
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 4  # 2 sequences x 2 models, computed once
+    table = _rows(tmp_path / "both" / "comparison.csv")
+    assert [r["item"] for r in table] == ["mean (J&F-Mean)", "alpha_1", "alpha_2", "beta_1", "beta_2"]
+    for i, model in enumerate(models):
+        single = tmp_path / f"one{i}"
+        folder = tmp_path / "both" / model_folder(i, model)
+        assert (folder / "per-sequence_results-val.csv").read_bytes() == (single / "per-sequence_results-val.csv").read_bytes()
+        per_object = {r["Sequence"]: (float(r["J-Mean"]) + float(r["F-Mean"])) / 2
+                      for r in _rows(single / "per-sequence_results-val.csv")}
+        column = f"J&F {model}"
+        assert table[0][column] == f"{json.loads((single / 'summary.json').read_text())['J&F-Mean']:.4f}"
+        assert {r["item"]: r[column] for r in table[1:]} == {k: f"{v:.4f}" for k, v in per_object.items()}
+    for row in table:
+        delta = float(row[f"J&F {models[1]}"]) - float(row[f"J&F {models[0]}"])
+        assert float(row[f"delta {models[1]}"]) == pytest.approx(delta, abs=1.5e-4)
+    markdown = (tmp_path / "both" / "comparison.md").read_text()
+    assert markdown.startswith(f"### davis: {models[0]} vs {models[1]}") and markdown.count("\n| ") == 6
+
+
+def test_comparison_refuses_what_it_cannot_compare(workspace, tmp_path):
+    common = ["--data-root", str(workspace / "DAVIS"), "--output-dir", str(tmp_path / "x"), *COMPARE_ARGS]
+    a, b = str(workspace / "vit"), str(workspace / "adapter")
+    with pytest.raises(SystemExit, match="names a model twice"):
+        cli_main(["davis", "--model", a, "--model", a, *common])
+    with pytest.raises(SystemExit, match="no sweep"):
+        cli_main(["davis", "--model", a, "--model", b, "--topk", "3", "5", *common])
+    with pytest.raises(SystemExit, match="give one --model"):
+        cli_main(["tradeoff", "--model", a, "--model", b, *common])
+    assert not (tmp_path / "x").exists()

@@ -186,10 +186,19 @@ def test_cli_retrieval_adapter_and_base(tmp_path):
                      "--feature-cache", str(tmp_path / "cache")])
     summary = json.loads((tmp_path / "a" / "retrieval.json").read_text())
     assert rows[str(tmp_path / "adapter")]["R@1"] == summary["R@1"] and summary["embedding"] == "projected"
-    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 6
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 6  # one embedding per video
     base = cli_main(["retrieval", "--model", str(tmp_path / "adapter"), "--embedding", "base",
                      "--output-dir", str(tmp_path / "b"), *common])
-    bare = cli_main(["retrieval", "--model", str(model), "--output-dir", str(tmp_path / "c"), *common])
-    assert base[str(tmp_path / "adapter")]["R@1"] == bare[str(model)]["R@1"]  # the base is the bare backbone
+    both = cli_main(["retrieval", "--model", str(model), "--model", str(tmp_path / "adapter"),
+                     "--output-dir", str(tmp_path / "c"), *common, "--feature-cache", str(tmp_path / "cache")])
+    assert base[str(tmp_path / "adapter")]["R@1"] == both[str(model)]["R@1"]  # the base is the bare backbone
+    assert both[str(tmp_path / "adapter")] == rows[str(tmp_path / "adapter")]  # from the cache
+    with (tmp_path / "c" / "comparison.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    with (tmp_path / "a" / "per_class.csv").open() as handle:
+        adapted = {r["class"]: r["R@1"] for r in csv.DictReader(handle)}
+    assert [r["item"] for r in table] == ["mean (R@1)", "Class0", "Class1"]
+    assert {r["item"]: float(r[f"R@1 {tmp_path / 'adapter'}"]) for r in table[1:]} == {
+        k: float(v) for k, v in adapted.items()}
     with pytest.raises(SystemExit, match="--embedding base needs an adapter"):
         cli_main(["retrieval", "--model", str(model), "--embedding", "base", "--output-dir", str(tmp_path / "d"), *common])

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("task", choices=("davis", "jhmdb", "vip", "retrieval", "tradeoff"),
                         help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU), UCF101 / HMDB51 clip retrieval (R@k) "
                              "or the consistency-separability trade-off")
-    parser.add_argument("--model", required=True, help="adapter or backbone: local path or Hub id")
+    parser.add_argument("--model", required=True, action="append",
+                        help="adapter or backbone: local path or Hub id; repeat it to compare several models on "
+                             "the same data (one sub-folder each, and comparison.md / comparison.csv)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
     parser.add_argument("--data-root", required=True,
                         help="the benchmark's folder in its official layout (trade-off: a folder of clips)")
@@ -242,8 +244,56 @@ def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolde
     return results
 
 
+def run_model(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes,
+              settings: Sequence[PropagationSettings]) -> dict[str, dict[str, Any]]:
+    """One model's evaluation, with its ``table.md`` and ``results.json``; rows on the main process."""
+    if args.task == "tradeoff":
+        rows = run_tradeoff(args, loaded, out, processes)
+    elif args.task == "retrieval":
+        rows = run_retrieval(args, loaded, out, processes)
+    else:
+        rows = run_propagation_task(args, loaded, out, processes)
+    if processes.is_main:
+        write_tables(f"{args.task}: {args.model}", rows, out, sweep=len(settings) > 1)
+    return rows
+
+
+def write_tables(title: str, rows: dict[str, dict[str, Any]], out: OutputFolder, sweep: bool = False) -> None:
+    table = sweep_table(title, rows) if sweep else print_table(title, rows)
+    out.path("table.md").write_text(table + "\n")
+    out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+
+
+def check_comparison(args: argparse.Namespace, models: Sequence[str], settings: Sequence[PropagationSettings]) -> None:
+    """Several --model: a benchmark with per-item scores, one setting, no card to update, distinct names."""
+    if args.task == "tradeoff":
+        raise ValueError("tradeoff compares an adapter with its base in one run already: give one --model")
+    if len(settings) > 1 or args.update_card:
+        raise ValueError("several --model compare one setting: no sweep and no --update-card")
+    if len(set(models)) != len(models):
+        raise ValueError(f"--model names a model twice: {list(models)}")
+
+
+def run_comparison(args: argparse.Namespace, models: Sequence[str], out: OutputFolder, processes: Processes,
+                   device: str | None, settings: Sequence[PropagationSettings]) -> dict[str, dict[str, Any]]:
+    """Every model as its own run into ``model<i>-<name>/``, then one table of per-item deltas."""
+    from .compare import model_folder, write_comparison
+
+    rows, folders = {}, []
+    for index, name in enumerate(models):
+        one = argparse.Namespace(**{**vars(args), "model": name})
+        sub = out.subfolder(model_folder(index, name))
+        rows.update(run_model(one, load_for_evaluation(name, args.revision, device), sub, processes, settings))
+        folders.append(sub.root)
+    if processes.is_main:
+        write_tables(f"{args.task}: {len(models)} models", rows, out)
+        write_comparison(args.task, models, folders, rows, out, threshold=args.pck_thresholds[0])
+    return rows
+
+
 def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    models, args.model = args.model, args.model[0]
     if not Path(args.data_root).exists():
         raise SystemExit(f"--data-root {args.data_root} does not exist")
     if args.update_card:
@@ -252,22 +302,17 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
         settings = propagation_settings(args)  # argument errors first
         if args.update_card and len(settings) > 1:
             raise ValueError("--update-card records one setting's results: give one --topk and one --propagation-temperature")
+        if len(models) > 1:
+            check_comparison(args, models, settings)
         processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
         output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
         device = str(processes.device) if args.device in (None, "cuda") else args.device  # cuda:<rank> when launched
+        if len(models) > 1:
+            with output as out:
+                return run_comparison(args, models, out, processes, device, settings)
         loaded = load_for_evaluation(args.model, args.revision, device)
         with output as out:
-            if args.task == "tradeoff":
-                rows = run_tradeoff(args, loaded, out, processes)
-            elif args.task == "retrieval":
-                rows = run_retrieval(args, loaded, out, processes)
-            else:
-                rows = run_propagation_task(args, loaded, out, processes)
-            if processes.is_main:
-                title = f"{args.task}: {args.model}"
-                table = print_table(title, rows) if len(settings) == 1 else sweep_table(title, rows)
-                out.path("table.md").write_text(table + "\n")
-                out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+            rows = run_model(args, loaded, out, processes, settings)
         if args.update_card and processes.is_main:
             add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     except (ValueError, FileNotFoundError) as error:  # bad data or arguments: the message names them

@@ -264,11 +264,13 @@ def confusion_figure(counts: np.ndarray, classes: Sequence[str], path: str | Pat
     side = min(14.0, 4.0 + 0.12 * len(classes))
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
     image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    if len(classes) <= 40:
+    named = len(classes) <= 40
+    if named:
         ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("class of the top-1 gallery video")
-    ax.set_ylabel("class of the query (test video)")
+    key = "" if named else " (index in the sorted class names of per_class.csv)"
+    ax.set_xlabel(f"class of the top-1 gallery video{key}")
+    ax.set_ylabel(f"class of the query (test video){key}")
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the class's queries")
     fig.tight_layout()
