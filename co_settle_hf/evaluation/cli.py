@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--long-side", type=int, default=880, help="VIP input long side")
     group.add_argument("--list-file", default=None, help="JHMDB / VIP list of videos (default: the official one)")
     group.add_argument("--sequences", nargs="*", default=None, help="DAVIS: only these sequences")
-    group.add_argument("--video", action="store_true", help="DAVIS: also write an mp4 of the propagated masks")
+    group.add_argument("--sheet-sequences", nargs="+", default=None, metavar="NAME",
+                       help="DAVIS: only these sequences in propagation_sheet.png (default: every scored one)")
+    group.add_argument("--video", action="store_true",
+                       help="DAVIS: also write an mp4 of the ground truth and each model's masks side by side")
     group.add_argument("--mapping", choices=MAPPINGS, default="reference",
                        help="JHMDB joint-to-cell mapping: 'reference' (CropMAE's, behind the published PCK) or "
                             "'centred' (pixel and cell centres aligned, a continuous Gaussian)")
@@ -170,25 +173,24 @@ def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: Out
 
 
 def davis_pictures(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, folder: str) -> None:
-    """The first sequence's contact sheet (and mp4, and the feature PCA of an adapter)."""
+    """The sheet of every scored sequence with its ground truth (and mp4), and the feature PCA of an adapter."""
+    from .compare import short_labels
     from .davis import list_davis_sequences, read_frames
-    from .plots import contact_sheet, feature_pca_figure, write_overlay_video
+    from .davis_report import write_davis_pictures
+    from .plots import feature_pca_figure
 
+    label = short_labels([args.model])[args.model]
+    write_davis_pictures(args.data_root, {label: out.root / folder}, out, sequences=args.sequences,
+                         sheet=args.sheet_sequences, video=args.video)
     first = list_davis_sequences(args.data_root, sequences=args.sequences)[0]
-    if len(first.frames) < 3:
-        return  # too short to be scored, so no masks were written
-    frames = read_frames(first.frames)
-    masks = torch.from_numpy(np.stack([_read_ids(out.path(folder, first.name, p.with_suffix(".png").name))
-                                       for p in first.frames]))
-    contact_sheet(frames, masks, out.path(f"{first.name}_propagation.png"))
-    if args.video:
-        write_overlay_video(frames, masks, out.path(f"{first.name}_propagation.mp4"))
     if loaded.adapter is not None:
         size = tuple(args.size or (480, 880))
-        feature_figure(loaded, frames[0], size, out.path(f"{first.name}_features_pca.png"), feature_pca_figure)
+        feature_figure(loaded, read_frames(first.frames[:1])[0], size, out.path(f"{first.name}_features_pca.png"),
+                       feature_pca_figure, f"{label} on DAVIS-2017 {first.name}")
 
 
-def feature_figure(loaded: LoadedModel, frame: torch.Tensor, size: tuple[int, int], path: Path, draw) -> Path:
+def feature_figure(loaded: LoadedModel, frame: torch.Tensor, size: tuple[int, int], path: Path, draw,
+                   title: str) -> Path:
     """PCA pictures of one frame's patch features before and after the projection."""
     from .features import fit_to_patches
 
@@ -198,7 +200,7 @@ def feature_figure(loaded: LoadedModel, frame: torch.Tensor, size: tuple[int, in
     std = torch.tensor(loaded.encoder.image_std).view(1, 3, 1, 1)
     with torch.no_grad():
         out = loaded.adapter((image / 255 - mean).div(std).to(loaded.adapter.device))
-    return draw(frame, out.backbone_features[0].cpu(), out.features[0].cpu(), path)
+    return draw(frame, out.backbone_features[0].cpu(), out.features[0].cpu(), path, title=title)
 
 
 def _read_ids(path: Path) -> np.ndarray:
@@ -240,7 +242,7 @@ def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolde
         return {}
     points = {name: (r["d_intra"], r["d_inter"]) for name, r in results.items()}
     arrows = [("base", "adapted")] if "base" in results else []
-    tradeoff_scatter(points, arrows, out.path("tradeoff.png"))
+    tradeoff_scatter(points, arrows, out.path("tradeoff.png"), data=Path(args.sample_csv or args.data_root).name)
     return results
 
 
@@ -288,6 +290,13 @@ def run_comparison(args: argparse.Namespace, models: Sequence[str], out: OutputF
     if processes.is_main:
         write_tables(f"{args.task}: {len(models)} models", rows, out)
         write_comparison(args.task, models, folders, rows, out, threshold=args.pck_thresholds[0])
+        if args.task == "davis":
+            from .compare import short_labels
+            from .davis_report import write_davis_pictures
+
+            labels = short_labels(models)
+            write_davis_pictures(args.data_root, {labels[m]: f for m, f in zip(models, folders)}, out,
+                                 sequences=args.sequences, sheet=args.sheet_sequences, video=args.video)
     return rows
 
 

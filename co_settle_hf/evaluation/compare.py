@@ -80,3 +80,11 @@ def write_comparison(task: str, models: Sequence[str], folders: Sequence[Path], 
     out.path("comparison.md").write_text(text + "\n")
     print(text, flush=True)
     return text
+
+
+def short_labels(models: Sequence[str]) -> dict[str, str]:
+    """Model -> the last part of its name, for picture titles (the folder names when two would clash)."""
+    tails = [Path(m.rstrip("/")).name or m for m in models]
+    if len(set(tails)) < len(tails):
+        tails = [model_folder(i, m) for i, m in enumerate(models)]
+    return dict(zip(models, tails))
