@@ -108,6 +108,21 @@ def test_validation_metrics_reach_tensorboard_and_the_best_adapter_is_kept(works
     assert CoSettleModel.from_pretrained(output / "best").config.base_model_type == "vit"
 
 
+def test_validation_split_of_a_dataset(workspace, tmp_path):
+    import datasets
+
+    videos = [p.read_bytes() for p in sorted((workspace / "videos").rglob("*.mp4"))]
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"video": videos[:4]}),
+                                   "validation": datasets.Dataset.from_dict({"video": videos[4:]})})
+    splits.save_to_disk(tmp_path / "ds")
+    output = run(workspace, tmp_path / "out", "--validation_split", "validation", "--eval_steps", "1",
+                 source=("--dataset_name", str(tmp_path / "ds")), steps=2)
+    logged = [r for r in map(json.loads, (output / "train_log.jsonl").read_text().splitlines()) if "eval_pairs" in r]
+    assert [(r["step"], r["eval_pairs"]) for r in logged] == [(1, 2), (2, 2)]
+    with pytest.raises(SystemExit, match="--validation_split nope: split 'nope' not in dataset"):
+        run(workspace, tmp_path / "bad", "--validation_split", "nope", source=("--dataset_name", str(tmp_path / "ds")), steps=2)
+
+
 def test_validation_sees_neither_augmentation_nor_pea(workspace, tmp_path):
     # Same adapter, different training seeds for PEA and crops: validation must not move with them.
     args = ("--validation_dir", str(workspace / "frames"), "--learning_rate", "1e-12")
