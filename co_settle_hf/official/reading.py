@@ -193,9 +193,7 @@ def _collect(node: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
     state = getattr(node, "state", None)
     if not isinstance(state, dict):
         return
-    for name, value in state.items():
-        if name in ("training", "_is_full_backward_hook"):
-            continue
+    for name, value in state.items():  # flags such as `training` are neither tensors nor records
         if torch.is_tensor(value):
             out[prefix + name] = value
         else:
