@@ -8,6 +8,6 @@ BACKBONE=${1:?backbone id or path}; VIDEOS=${2:?folder of videos}; OUTPUT=${3:?o
 LAUNCH=(accelerate launch --num_processes "${NUM_PROCESSES:-1}")
 if [ "${NUM_PROCESSES:-1}" -gt 1 ]; then LAUNCH+=(--multi_gpu); fi
 "${LAUNCH[@]}" -m co_settle_hf.train \
-  --backbone "$BACKBONE" --train-dir "$VIDEOS" --output-dir "$OUTPUT" \
-  --per-device-train-batch-size "${BATCH:-128}" --base-learning-rate 1e-4 --weight-decay 0.05 \
-  --num-train-epochs 5 --warmup-epochs 1 --checkpointing-steps epoch --with-tracking "$@"
+  --model_name_or_path "$BACKBONE" --train_dir "$VIDEOS" --output_dir "$OUTPUT" \
+  --per_device_train_batch_size "${BATCH:-128}" --base_learning_rate 1e-4 --weight_decay 0.05 \
+  --num_train_epochs 5 --warmup_epochs 1 --checkpointing_steps epoch --with_tracking "$@"

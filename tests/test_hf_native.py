@@ -17,8 +17,9 @@ from co_settle_hf import CoSettleModel
 from co_settle_hf.modeling_co_settle import AdapterLoadError, LocalBaseError
 
 
-def test_bundled_backbone_loads_from_the_adapter_folder_alone(tmp_path):
-    base = save_backbone("vit", tmp_path / "base")
+@pytest.mark.parametrize("family", ["vit", "clip", "vit_mae", "dinov3_vit"])  # clip: the tower of a full checkpoint
+def test_bundled_backbone_loads_from_the_adapter_folder_alone(family, tmp_path):
+    base = save_backbone(family, tmp_path / "base")
     adapter = CoSettleModel.from_backbone(str(base))
     x = torch.randn(1, 3, 64, 96)
     expected = adapter(x).features
@@ -268,6 +269,9 @@ def test_push_to_hub_pull_request_tags_and_save_pretrained_push(hub_server, hub_
     assert torch.equal(CoSettleModel.from_pretrained(hub_repo_id, revision=pr.pr_revision)(x).features, adapter(x).features)
     assert HfApi().model_info(hub_repo_id).sha == main.oid  # main is untouched by the pull request
     assert "my-tag" in ModelCard.load(hf_hub_download(hub_repo_id, "README.md", revision=pr.pr_revision)).data.tags
+    with pytest.raises(ValueError, match="leave revision unset"):  # the Hub opens pull requests against main only
+        adapter.push_to_hub(hub_repo_id, create_pr=True, revision="dev")
+    assert [b.name for b in HfApi().list_repo_refs(hub_repo_id).branches] == ["main"]
 
     info = adapter.save_pretrained(tmp_path / "saved", push_to_hub=True, repo_id=hub_repo_id + "-saved", private=True)
     assert info.oid == HfApi().model_info(hub_repo_id + "-saved").sha and HfApi().model_info(hub_repo_id + "-saved").private
@@ -300,7 +304,7 @@ def test_trainer_refuses_a_local_base_push_before_any_work(tmp_path, capsys):
                "--hub-model-id", "test-user/x"]
     with pytest.raises(SystemExit):
         parse_args(command)
-    assert "--hub-push-backbone" in capsys.readouterr().err
+    assert "--hub_push_backbone" in capsys.readouterr().err  # the primary (underscore) spelling names the flag
     assert parse_args([*command, "--hub-push-backbone"]).hub_push_backbone
 
 
@@ -329,3 +333,37 @@ def test_objective_does_not_import_backbones_or_training():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level >= 1:
                 assert not (node.module or "").startswith(("backbones", "training")) and node.level == 1, (path.name, node.module)
+
+
+def test_a_hand_written_card_is_kept_and_completed(vit_adapter, tmp_path):
+    from huggingface_hub import ModelCard
+
+    _, folder = vit_adapter
+    (folder / "README.md").write_text("---\nlicense: mit\ntags:\n- mine\n---\n# My adapter\n\nWritten by hand.\n")
+    CoSettleModel.from_pretrained(folder).save_pretrained(tmp_path / "resaved", model_card={"training": {"steps": 7}})
+    card = ModelCard.load(tmp_path / "resaved" / "README.md")
+    assert card.text.startswith("# My adapter\n\nWritten by hand.")
+    assert card.data.license == "mit" and {"mine", "co-settle"} <= set(card.data.tags)
+    assert "## Training" in card.text and "| steps | 7 |" in card.text
+
+
+@pytest.mark.parametrize("family", ["dinov2", "siglip_vision_model", "dinov3_vit"])
+def test_bf16_loading_and_pipeline_per_family(family, tmp_path, picture):
+    from transformers import pipeline
+
+    CoSettleModel.from_backbone(str(save_backbone(family, tmp_path / "base")), image_size=64).save_pretrained(tmp_path / "adapter")
+    model = CoSettleModel.from_pretrained(tmp_path / "adapter", dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    extractor = pipeline("image-feature-extraction", model=str(tmp_path / "adapter"), dtype=torch.bfloat16)
+    features = extractor(picture, return_tensors=True)
+    grid = 64 // model.config.patch_size
+    assert features.dtype == torch.bfloat16 and features.shape == (1, grid * grid, 32) and torch.isfinite(features).all()
+
+
+def test_a_card_with_broken_metadata_is_saved_unchanged(vit_adapter, tmp_path, caplog):
+    _, folder = vit_adapter
+    broken = "---\nlicense: [mit\n---\n# Mine\n"
+    (folder / "README.md").write_text(broken)
+    with caplog.at_level("WARNING", logger="co_settle_hf.hub.model_card"):
+        CoSettleModel.from_pretrained(folder).save_pretrained(tmp_path / "resaved")
+    assert (tmp_path / "resaved" / "README.md").read_text() == broken and "cannot be parsed" in caplog.text

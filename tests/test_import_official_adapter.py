@@ -114,3 +114,8 @@ def test_cli_errors_name_the_problem(layout, tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"checkpoint\.pth is [\d,]+ bytes, over the limit"):
         cli(["import-official", "dino", "--output-dir", str(tmp_path / "out"), "--source", str(layout), "--max-checkpoint-bytes", small])
     assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"taken exists and is not empty"):
+        cli(["import-official", "dino", "--output-dir", str(tmp_path / "taken"), "--source", str(layout)])
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"

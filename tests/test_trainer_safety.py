@@ -82,7 +82,7 @@ def test_the_hub_token_is_in_no_file_a_run_writes(workspace, tmp_path, hub_serve
     from huggingface_hub import HfApi, hf_hub_download
 
     output = run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "tensorboard", "--checkpointing-steps", "1",
-                 "--push-to-hub", "--hub-model-id", hub_repo_id, "--hub-token", hub_server.token, steps=2)
+                 "--push-to-hub", "--hub-model-id", hub_repo_id, "--hub-token", hub_server.token, "--hub-push-backbone", steps=2)
     files = every_file(output)
     assert any("tfevents" in p.name for p in files) and any(p.name == "hparams.yml" for p in files)
     pushed = [Path(hf_hub_download(hub_repo_id, name)) for name in HfApi().list_repo_files(hub_repo_id)]
@@ -136,11 +136,13 @@ def test_a_second_concurrent_run_is_refused_and_a_killed_one_frees_the_folder(wo
 def test_a_fresh_run_never_mixes_with_an_earlier_one(workspace, tmp_path):
     output = run(workspace, tmp_path / "out", "--checkpointing-steps", "2", steps=4)
     before = {p: p.read_bytes() for p in every_file(output)}
-    with pytest.raises(SystemExit, match="already holds another run's outputs .*--overwrite-output-dir"):
+    with pytest.raises(SystemExit, match="already holds another run's outputs .*--overwrite_output_dir"):
         run(workspace, output, "--seed", "1", "--checkpointing-steps", "2", steps=2)
     assert {p: p.read_bytes() for p in every_file(output)} == before  # nothing lost
-    run(workspace, output, "--seed", "1", "--overwrite-output-dir", "--checkpointing-steps", "2", steps=2)
-    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step_2"]  # the old step_4 is gone
+    (output / "checkpoints" / "step_4" / "marker").write_text("the old run's")
+    run(workspace, output, "--seed", "1", "--overwrite-output-dir", "--checkpointing-steps", "2", steps=4)
+    assert not (output / "checkpoints" / "step_4" / "marker").exists()  # the old run's checkpoints are gone
+    shutil.rmtree(output / "checkpoints" / "step_4")  # as if the new run had been stopped after step 2
     # `latest` only resolves to a checkpoint written with this run's settings: a stray one is passed over.
     stray = run(workspace, tmp_path / "stray", "--seed", "7", "--checkpointing-steps", "3", steps=3)
     shutil.copytree(stray / "checkpoints" / "step_3", output / "checkpoints" / "step_3")
@@ -195,20 +197,25 @@ def test_resume_applies_or_refuses_every_changed_setting(workspace, tmp_path):
     assert records[2]["lr"] == pytest.approx(5e-3 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 2 / 3)).item()))
     summary = json.loads((resumed / "training_summary.json").read_text())
     assert summary["learning_rate"] == 5e-3
-    assert summary["changed_on_resume"] == [{"step": 2, "learning_rate": [1e-3, 5e-3], "max_steps": [2, 4]}]
+    assert summary["changed_on_resume"] == [{"step": 2, "learning_rate": [1e-3, 5e-3], "warmup_steps": [0, 1], "max_steps": [2, 4]}]
     assert "changed_on_resume" in (resumed / "README.md").read_text()
 
 
 # ---------------------------------------------------------------- 8 and kill -9: nothing half-written
-def kill_when(pid: int, condition, limit: float) -> bool:
-    """SIGKILL `pid` as soon as `condition()` holds (polled), or after `limit` seconds; True if it held."""
+def kill_when(pid: int, condition, limit: float, delay: float = 0.0) -> bool:
+    """SIGKILL `pid` `delay` seconds after `condition()` first holds (polled), or after `limit` seconds; True if it held."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if condition():
+            time.sleep(delay)
             os.kill(pid, signal.SIGKILL)
             return True
     os.kill(pid, signal.SIGKILL)
     return False
+
+
+def complete_checkpoints(output: Path) -> int:
+    return len(list((output / "checkpoints").glob("step_*[0-9]"))) if (output / "checkpoints").exists() else 0
 
 
 def state_after_kill(output: Path) -> str:
@@ -238,13 +245,13 @@ def test_sigkill_at_any_moment_leaves_a_loadable_adapter_or_none(workspace, tmp_
             argv = train_argv(workspace, output, "--checkpointing-steps", "1", steps=steps)
             pid = fork_run(runner, argv, tmp_path / f"trial{trial}.log")
             wait_for(output / ".co_settle.lock")
-            moment = ["final save", "checkpoint save", "random"][trial % 3]
+            moment, done = ["final save", "checkpoint save", "random"][trial % 3], rng.randrange(steps)
             if moment == "final save":
                 hit = kill_when(pid, lambda: (output / ".adapter.partial").exists(), 60)
-            elif moment == "checkpoint save":
-                hit = kill_when(pid, lambda: any((output / "checkpoints").glob("*.partial")), 60)
-            else:
-                hit = kill_when(pid, lambda: False, rng.uniform(0.0, 1.5))
+            elif moment == "checkpoint save":  # while writing the checkpoint that follows `done` complete ones
+                hit = kill_when(pid, lambda: complete_checkpoints(output) >= done and any((output / "checkpoints").glob("*.partial")), 60)
+            else:  # a random instant after `done` checkpoints: mid-step, mid-save or mid-log
+                hit = kill_when(pid, lambda: complete_checkpoints(output) >= done, 60, delay=rng.uniform(0.0, 0.2))
             status = int(runner.stdout.readline())
             left = state_after_kill(output)
             table[(moment if hit or moment == "random" else f"{moment} (missed)", "killed" if status else "finished", left)] += 1

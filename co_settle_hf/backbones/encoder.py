@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,10 +22,8 @@ import transformers
 from torch import Tensor, nn
 
 from .families import BackboneFamily, family_for
-from .positions import POSITION_INTERPOLATIONS, interpolation
 from .inputs import check_pixel_values
-
-logger = logging.getLogger(__name__)
+from .positions import POSITION_INTERPOLATIONS, interpolation
 
 
 class PEAUnavailableError(ValueError):
@@ -88,6 +85,15 @@ def _resolved_commit(name_or_path: str, revision: str | None, subfolder: str, hu
         return None
     config_path = cached_file(name_or_path, "config.json", revision=revision, subfolder=subfolder, **hub_kwargs)
     return extract_commit_hash(config_path, None) or revision
+
+
+def _has_pooler_option(model_class: type, config: Any) -> bool:
+    """Whether the class that will be built takes `add_pooling_layer` (ViT, DeiT, BEiT do)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    if model_class is transformers.AutoModel:
+        model_class = MODEL_MAPPING.get(type(config), model_class)
+    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
 def _resize_grid(grid: Tensor, size: tuple[int, int]) -> Tensor:
@@ -199,6 +205,8 @@ class BackboneEncoder(nn.Module):
         for key, value in family.load_kwargs.items():  # before loading, as the model may read them in __init__
             setattr(config, key, value)
         model_kwargs = {k: v for k, v in dict(dtype=dtype, device_map=device_map, attn_implementation=attn_implementation).items() if v is not None}
+        if _has_pooler_option(model_class, config):  # patch tokens only: no pooler to build (or to warn about)
+            model_kwargs["add_pooling_layer"] = False
         model = model_class.from_pretrained(name_or_path, config=config, revision=revision, subfolder=subfolder, **hub_kwargs, **model_kwargs)
         commit = _resolved_commit(name_or_path, revision, subfolder, hub_kwargs)
         processor = _read_processor_dict(name_or_path, commit, subfolder, hub_kwargs)

@@ -4,7 +4,7 @@ from .bad_data import BadDataError, check_bad_fraction
 from .base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Clip, ClipReadError
 from .discovery import clip_from_path, discover_clips
 from .frames import FrameFolderClip
-from .hf_datasets import DatasetClips, StreamingClips, dataset_clips
+from .hf_datasets import DatasetClips, StreamingClips, clips_from_dataset, dataset_clips
 from .pairs import (
     FramePairDataset,
     IterableFramePairDataset,
@@ -19,6 +19,7 @@ from .transforms import (
     random_resized_crop_params,
 )
 from .video import VideoFileClip, VideoInfo
+from .windows import ClipWindow, split_long_videos, window_bounds
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -27,6 +28,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "BadDataError",
     "Clip",
+    "ClipWindow",
     "ClipReadError",
     "DatasetClips",
     "FrameFolderClip",
@@ -38,10 +40,13 @@ __all__ = [
     "VideoInfo",
     "check_bad_fraction",
     "clip_from_path",
+    "clips_from_dataset",
     "collate_pairs",
     "dataset_clips",
     "discover_clips",
     "random_resized_crop_params",
     "sample_generator",
     "sample_pair_indices",
+    "split_long_videos",
+    "window_bounds",
 ]

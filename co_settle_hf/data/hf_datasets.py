@@ -150,8 +150,20 @@ def dataset_clips(
     feature, whose decoding is switched off). Returns a lazy sequence for
     ``FramePairDataset``, or with ``streaming=True`` an iterable for ``IterableFramePairDataset``.
     """
-    source = str(name_or_path)
     dataset, base_dir = _load(name_or_path, config, split, streaming)
+    return clips_from_dataset(dataset, video_column, str(name_or_path), base_dir, sample_fps)
+
+
+def clips_from_dataset(
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    video_column: str = "video",
+    source: str = "train_dataset",
+    base_dir: Path | None = None,
+    sample_fps: float | None = None,
+) -> DatasetClips | StreamingClips:
+    """Clips from a `datasets` object already in hand (in memory, loaded or streamed); `source` names it in errors."""
+    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(f"{source} must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
     dataset = _without_decoding(dataset, video_column, source)
     kind = StreamingClips if isinstance(dataset, datasets.IterableDataset) else DatasetClips
     return kind(dataset, video_column, source, base_dir, sample_fps)

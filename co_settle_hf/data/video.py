@@ -169,6 +169,23 @@ class VideoFileClip:
             raise ClipReadError(f"{self.name}: frame size changes within the video: {sorted(shapes)}")
         return torch.from_numpy(np.stack([frames[i] for i in checked]))
 
+    def decode_small(self, size: int = 32) -> tuple[torch.Tensor, list[float]]:
+        """Every native frame in order at `size` x `size` (uint8 (T, size, size, 3)) and its time in seconds.
+
+        For shot-change detection over a whole video: 3 KiB a frame at the default size.
+        """
+        frames, times = [], []
+        with self._opened() as (container, stream):
+            info = self._ensure_info(container, stream)
+            start = float(info.start_pts * info.time_base)
+            for frame in container.decode(stream):
+                self.decoded_frames += 1
+                frames.append(frame.to_ndarray(format="rgb24", width=size, height=size))
+                times.append(float(frame.pts * frame.time_base) - start if frame.pts is not None else len(times) / float(info.rate))
+        if not frames:
+            raise ClipReadError(f"{self.name}: no frames decoded")
+        return torch.from_numpy(np.stack(frames)), times
+
     @staticmethod
     def _keyframe_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream, info: VideoInfo, seconds: float) -> int:
         """Pts of the keyframe a seek to ``seconds`` lands on (the first packet after the seek)."""

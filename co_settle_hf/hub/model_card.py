@@ -10,6 +10,7 @@ card's `model-index` (huggingface_hub `EvalResult`s), which new results are merg
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -17,10 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..configuration_co_settle import CoSettleConfig
 
+logger = logging.getLogger(__name__)
 ARXIV_ID = "2603.26597"
 ARXIV_URL = f"https://arxiv.org/abs/{ARXIV_ID}"
 PROJECT_URL = "https://github.com/co-settle-hf/co-settle-hf"
@@ -71,8 +74,16 @@ def update_card(
     license: str | None = None,
     tags: Iterable[str] | None = None,
 ) -> str:
-    """The card `text` (a fresh one if None) brought up to date; what is not given is kept."""
-    card = ModelCard(text) if text else _fresh_card()
+    """The card `text` (a fresh one if None) brought up to date; what is not given is kept.
+
+    A card whose YAML metadata cannot be parsed is returned unchanged, with a warning: it is the
+    user's text, and rewriting it would lose what they wrote.
+    """
+    try:
+        card = ModelCard(text) if text else _fresh_card()
+    except yaml.YAMLError as error:
+        logger.warning("The model card's YAML metadata cannot be parsed, so the card is saved unchanged: %s", error)
+        return text
     data = card.data
     _update_metadata(data, config, repo_id, training, datasets, license, tags)
     if eval_results:

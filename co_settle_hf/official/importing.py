@@ -98,11 +98,15 @@ def import_official(
     revision: str | None = None,
     push_to_hub: str | None = None,
     max_bytes: int = MAX_CHECKPOINT_BYTES,
+    overwrite: bool = False,
     **hub_kwargs: Any,
 ) -> Path:
     """Download, convert and save one of the eight published models; returns the adapter folder."""
     if name not in PUBLISHED:
         raise ValueError(f"Unknown model {name!r}; the published models are {', '.join(PUBLISHED)}.")
+    output = Path(output_dir)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output} exists and is not empty: choose another output folder, or overwrite it explicitly (--overwrite).")
     published = PUBLISHED[name]
     path, commit = fetch_checkpoint(source, published.checkpoint, revision, **hub_kwargs)
     encoder, kind, projection = convert_trained(read_checkpoint(path, max_bytes), published, str(path))
@@ -110,9 +114,8 @@ def import_official(
         encoder, projection=kind, image_size=224, apply_final_norm=published.final_norm,
         position_interpolation=published.position_interpolation, projection_init=published.projection_init,
     )
-    adapter.load_state_dict(projection, strict=False)
+    adapter.load_state_dict(projection)
     card = official_card(published, source, commit)
-    output = Path(output_dir)
     adapter.save_pretrained(output, save_backbone=True, model_card=card)
     if push_to_hub:
         adapter.push_to_hub(push_to_hub, model_card=card, push_backbone=True)
@@ -143,9 +146,10 @@ def cli_main(argv: list[str]) -> None:
     parser.add_argument("--revision", default=None, help="branch, tag or commit of the source repository")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload the adapter to this Hub repository")
     parser.add_argument("--max-checkpoint-bytes", type=int, default=MAX_CHECKPOINT_BYTES, help="refuse larger checkpoint files")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output-dir")
     args = parser.parse_args(argv)
     try:
-        out = import_official(args.name, args.output_dir, args.source, args.revision, args.push_to_hub, args.max_checkpoint_bytes)
+        out = import_official(args.name, args.output_dir, args.source, args.revision, args.push_to_hub, args.max_checkpoint_bytes, args.overwrite)
     except (ValueError, OSError) as error:
         raise SystemExit(f"co-settle import-official: {error}") from None
     print(f"Wrote {out} (load it with CoSettleModel.from_pretrained({str(out)!r}))")

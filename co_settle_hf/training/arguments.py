@@ -1,118 +1,244 @@
-"""Command-line arguments of the trainer, in the style of the transformers `*_no_trainer` examples."""
+"""The trainer's settings: three dataclasses parsed by transformers' `HfArgumentParser`.
+
+Every flag is accepted in both spellings (`--per_device_train_batch_size` and
+`--per-device-train-batch-size`), and a single JSON or YAML file may stand for the command line
+(`co-settle train config.yaml`, optionally followed by flags that override it). The method's
+hyper-parameters take their defaults and help from `CoSettleConfig`, where they are declared once.
+"""
 
 from __future__ import annotations
 
-import argparse
+import inspect
+import json
 import os
-from typing import Sequence
+import re
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
 
-from ..configuration_co_settle import (
-    KL_DIRECTIONS,
-    PEA_MODES,
-    PROJECTIONS,
-    SEPARABILITY_KINDS,
-)
+import yaml
+from transformers import HfArgumentParser
 
+from ..configuration_co_settle import KL_DIRECTIONS, PEA_MODES, PROJECTIONS, SEPARABILITY_KINDS, CoSettleConfig
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="co-settle train",
-        description="Adapt a frozen image ViT to video with Co-Settle (run under `accelerate launch`).",
-    )
-    data = parser.add_argument_group("data (one source)")
-    data.add_argument("--train-dir", help="Frame folders (root/class/video/00000.jpg) or video files, any depth.")
-    data.add_argument("--train-list", help="Text file listing frame folders or video files, one per line.")
-    data.add_argument("--dataset-name", help="A `datasets` dataset (Hub id or local path) with a video column.")
-    data.add_argument("--dataset-config", default=None)
-    data.add_argument("--split", default="train")
-    data.add_argument("--video-column", default="video")
-    data.add_argument("--streaming", action="store_true", help="Stream the dataset (needs --max-train-steps).")
-    data.add_argument("--image-size", type=int, default=224)
-    data.add_argument("--frame-gap", type=float, default=0.15, help="delta: frame gap as a fraction of the clip.")
-    data.add_argument("--imagenet-normalization", action="store_true",
-                      help="Normalise with ImageNet mean/std for every backbone, as the released runs did.")
-    data.add_argument("--clip-repeats", type=int, default=1,
-                      help="Draw this many pairs from every clip per epoch (for small collections).")
-    data.add_argument("--num-workers", type=int, default=0)
-
-    model = parser.add_argument_group("model and method")
-    model.add_argument("--backbone", required=True, help="Hub id or local path of the frozen backbone.")
-    model.add_argument("--backbone-revision", default=None)
-    model.add_argument("--projection", choices=PROJECTIONS, default="linear")
-    model.add_argument("--temperature", type=float, default=0.03)
-    model.add_argument("--pool-size", type=int, default=2)
-    model.add_argument("--pea-alpha", type=float, default=10.0)
-    model.add_argument("--no-pea", action="store_true", help="Turn PEA off (required for relative-bias backbones).")
-    model.add_argument("--pea-mode", choices=PEA_MODES, default="random")
-    model.add_argument("--pea-per-sample", action="store_true", help="One PEA crop per image instead of per batch.")
-    model.add_argument("--separability", choices=SEPARABILITY_KINDS, default="kl")
-    model.add_argument("--kl-direction", choices=KL_DIRECTIONS, default="code")
-    model.add_argument("--separability-weight", type=float, default=3.0)
-
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--per-device-train-batch-size", type=int, default=128)
-    optim.add_argument("--learning-rate", type=float, default=None, help="Absolute lr; overrides --base-learning-rate.")
-    optim.add_argument("--base-learning-rate", type=float, default=1e-4, help="lr = blr * global batch / 256.")
-    optim.add_argument("--weight-decay", type=float, default=0.05)
-    optim.add_argument("--num-train-epochs", type=int, default=5)
-    optim.add_argument("--max-train-steps", type=int, default=None, help="Overrides --num-train-epochs.")
-    optim.add_argument("--warmup-epochs", type=float, default=1.0,
-                       help="Linear warm-up; with --max-train-steps, the same share of the run (warm-up / epochs).")
-    optim.add_argument("--num-warmup-steps", type=int, default=None, help="Overrides --warmup-epochs.")
-    optim.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    optim.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--cpu", action="store_true", help="Force the CPU (gloo when several processes).")
-
-    run = parser.add_argument_group("outputs, checkpoints and tracking")
-    run.add_argument("--output-dir", required=True)
-    run.add_argument("--overwrite-output-dir", action="store_true",
-                     help="Let a fresh run replace the checkpoints, log and adapter of an earlier run in --output-dir.")
-    run.add_argument("--checkpointing-steps", default=None, help="Save state every N optimizer steps, or 'epoch'.")
-    run.add_argument("--resume-from-checkpoint", default=None, help="A checkpoint folder, or 'latest'.")
-    run.add_argument("--logging-steps", type=int, default=10)
-    run.add_argument("--with-tracking", action="store_true")
-    run.add_argument("--report-to", default="tensorboard", help="Accelerate tracker(s): tensorboard, wandb, all, ...")
-    run.add_argument("--push-to-hub", action="store_true")
-    run.add_argument("--hub-model-id", default=None)
-    run.add_argument("--hub-token", default=None)
-    run.add_argument("--hub-private", action="store_true")
-    run.add_argument("--hub-push-backbone", action="store_true",
-                     help="Also upload the backbone (into backbone/), needed when --backbone is a local folder.")
-    return parser
+_CONFIG = CoSettleConfig()
+SCHEDULERS = ("cosine", "linear", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def _config_help() -> dict[str, str]:
+    """`name: text` entries of CoSettleConfig's Args section, continuation lines joined."""
+    entries: dict[str, str] = {}
+    name = None
+    for line in (CoSettleConfig.__doc__ or "").split("Args:", 1)[-1].splitlines():
+        match = re.match(r"^\s{8}([\w /]+?): (.*)$", line)
+        if match:
+            name, text = match.groups()
+            for key in name.split(" / "):
+                entries[key] = text
+        elif name and line.strip():
+            for key in name.split(" / "):
+                entries[key] += " " + line.strip()
+    return entries
+
+
+_HELP = _config_help()
+
+
+def method(name: str, **metadata: Any) -> Any:
+    """A field whose default and help are CoSettleConfig's `name`."""
+    return field(default=getattr(_CONFIG, name), metadata={"help": _HELP[name], **metadata})
+
+
+def arg(default: Any, help: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class ModelArguments:
+    """The frozen backbone and the Co-Settle method."""
+
+    _argument_group_name = "model and method"
+    model_name_or_path: str | None = arg(None, "Hub id or local path of the frozen backbone (required).",
+                                         aliases=["--backbone"])
+    model_revision: str | None = arg(None, "Branch, tag or commit of the backbone.", aliases=["--backbone_revision", "--backbone-revision"])
+    projection: str = method("projection", choices=PROJECTIONS)
+    cycle_temperature: float = method("cycle_temperature")
+    pool_size: int = method("pool_size")
+    pea_alpha: float = method("pea_alpha")
+    no_pea: bool = arg(False, "Turn PEA off (required for relative-bias backbones).")
+    pea_mode: str = method("pea_mode", choices=PEA_MODES)
+    pea_per_sample: bool = method("pea_per_sample")
+    separability: str = method("separability", choices=SEPARABILITY_KINDS)
+    kl_direction: str = method("kl_direction", choices=KL_DIRECTIONS)
+    separability_weight: float = method("separability_weight")
+
+
+@dataclass
+class DataArguments:
+    """Where the clips come from and how pairs are drawn from them."""
+
+    _argument_group_name = "data (one source)"
+    train_dir: str | None = arg(None, "Frame folders (root/class/video/00000.jpg) or video files, any depth.")
+    train_list: str | None = arg(None, "Text file listing frame folders or video files, one per line.")
+    dataset_name: str | None = arg(None, "A `datasets` dataset (Hub id or local path) with a video column.")
+    dataset_config_name: str | None = arg(None, "Its configuration.", aliases=["--dataset_config", "--dataset-config"])
+    train_split: str = arg("train", "Its training split.", aliases=["--split"])
+    video_column: str = arg("video", "The column holding video paths, bytes or a `Video` feature.")
+    streaming: bool = arg(False, "Stream the dataset (needs --max_train_steps; one process).")
+    validation_dir: str | None = arg(None, "Held-out clips (a folder, as --train_dir) for validation every --eval_steps.")
+    validation_split: str | None = arg(None, "A held-out split of --dataset_name for validation every --eval_steps.")
+    image_size: int = method("image_size")
+    frame_gap: float = method("frame_gap")
+    clip_seconds: float | None = arg(None, "Cut every video longer than this into consecutive clips of about this many "
+                                     "seconds; the frame gap is taken within a clip. Default 10 (the length of the "
+                                     "Kinetics clips the gap was defined on); 0 keeps whole videos.")
+    split_at_cuts: bool = arg(False, "Also cut videos at shot changes (decodes every video once, at low resolution).")
+    clip_repeats: int = arg(1, "Draw this many pairs from every clip per epoch (for small collections).")
+    max_train_samples: int | None = arg(None, "Use at most this many clips per epoch (a different subset each epoch).")
+    imagenet_normalization: bool = arg(False, "Normalise with ImageNet mean/std for every backbone, as the released runs did.")
+    num_workers: int = arg(0, "DataLoader worker processes.")
+
+
+@dataclass
+class RunArguments:
+    """Optimisation, checkpoints, validation and tracking, named as in the transformers examples."""
+
+    _argument_group_name = "optimisation, checkpoints and tracking"
+    output_dir: str | None = arg(None, "Where the adapter, checkpoints and logs go (required).")
+    overwrite_output_dir: bool = arg(False, "Let a fresh run replace the checkpoints, log and adapter of an earlier run.")
+    per_device_train_batch_size: int = arg(128, "Pairs per process and step.")
+    per_device_eval_batch_size: int | None = arg(None, "Pairs per process for validation (default: the training batch).")
+    learning_rate: float | None = arg(None, "Absolute peak lr; overrides --base_learning_rate.")
+    base_learning_rate: float = arg(1e-4, "lr = blr * global batch / 256 (the published rule).")
+    weight_decay: float = arg(0.05, "AdamW weight decay, on weight matrices only.")
+    num_train_epochs: int = arg(5, "Epochs (of clips).")
+    max_train_steps: int | None = arg(None, "Optimizer steps; overrides --num_train_epochs.")
+    lr_scheduler_type: str = arg("cosine", "transformers' get_scheduler: cosine with linear warm-up, as published.",
+                                 choices=SCHEDULERS)
+    warmup_epochs: float = arg(1.0, "Linear warm-up; with --max_train_steps, the same share of the run (warm-up / epochs).")
+    num_warmup_steps: int | None = arg(None, "Overrides --warmup_epochs.")
+    gradient_accumulation_steps: int = arg(1, "Micro-batches per optimizer step.")
+    mixed_precision: str | None = arg(None, "no, fp16 or bf16.", choices=("no", "fp16", "bf16"))
+    seed: int = arg(0, "Seeds every random draw (pairs, augmentation, PEA).")
+    cpu: bool = arg(False, "Force the CPU (gloo when several processes).")
+    checkpointing_steps: str | None = arg(None, "Save state every N optimizer steps, or 'epoch'.")
+    save_total_limit: int | None = arg(None, "Keep only the newest N checkpoints.")
+    resume_from_checkpoint: str | None = arg(None, "A checkpoint folder, or 'latest'.")
+    eval_steps: int | None = arg(None, "Validate every N optimizer steps and at the end (default: --logging_steps).")
+    save_best: bool = arg(False, "Also keep the adapter of the best validation cycle accuracy in output_dir/best "
+                          "(beware: the positional shortcut can fool this metric).")
+    logging_steps: int = arg(10, "Log the training metrics every N optimizer steps.")
+    with_tracking: bool = arg(False, "Log to the trackers of --report_to.")
+    report_to: str = arg("tensorboard", "Accelerate tracker(s): tensorboard, wandb, all, ...")
+    push_to_hub: bool = arg(False, "Upload the final adapter to --hub_model_id.")
+    hub_model_id: str | None = arg(None, "The repository to push to.")
+    hub_token: str | None = arg(None, "A Hub token (never written anywhere).")
+    hub_private: bool = arg(False, "Create the repository private.")
+    hub_push_backbone: bool = arg(False, "Also upload the backbone (into backbone/), needed when the backbone is a local folder.")
+
+
+POSITIVE = ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats",
+            "num_train_epochs", "max_train_steps", "pool_size", "save_total_limit", "eval_steps", "max_train_samples",
+            "per_device_eval_batch_size")
+NON_NEGATIVE = ("pea_alpha", "separability_weight", "weight_decay", "warmup_epochs", "num_warmup_steps", "clip_seconds", "num_workers")
+
+
+@dataclass
+class CoSettleTrainingArguments(RunArguments, DataArguments, ModelArguments):
+    """Every setting of a Co-Settle training run; `train(args)` takes one.
+
+    The fields are those of `ModelArguments`, `DataArguments` and `RunArguments`; each carries its help.
+    Invalid values raise ValueError naming the flag.
+    """
+
+    def __post_init__(self) -> None:
+        problems = [*self._required(), *self._ranges()]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _required(self) -> list[str]:
+        problems = [f"--{name} is required" for name in ("model_name_or_path", "output_dir") if not getattr(self, name)]
+        if len(self.sources) > 1:
+            problems.append("give one data source: --train_dir, --train_list or --dataset_name")
+        if self.streaming and not self.max_train_steps:
+            problems.append("--streaming needs --max_train_steps (a streamed dataset has no length)")
+        if self.push_to_hub and not self.hub_model_id:
+            problems.append("--push_to_hub needs --hub_model_id")
+        if self.push_to_hub and self.model_name_or_path and os.path.isdir(self.model_name_or_path) and not self.hub_push_backbone:
+            problems.append(f"--push_to_hub with the local backbone {self.model_name_or_path}: the pushed adapter would not load "
+                            "elsewhere; add --hub_push_backbone to upload the backbone too, or train on a Hub backbone")
+        if self.validation_split and not self.dataset_name:
+            problems.append("--validation_split names a split of --dataset_name")
+        if (self.validation_dir or self.validation_split) and not self.eval_steps:
+            self.eval_steps = self.logging_steps
+        if self.save_best and not (self.validation_dir or self.validation_split):
+            problems.append("--save_best needs validation data (--validation_dir or --validation_split)")
+        return problems
+
+    def _ranges(self) -> list[str]:
+        problems = [f"--{n} must be at least 1, got {getattr(self, n)}" for n in POSITIVE if getattr(self, n) is not None and getattr(self, n) < 1]
+        problems += [f"--{n} must be >= 0, got {getattr(self, n)}" for n in NON_NEGATIVE if getattr(self, n) is not None and getattr(self, n) < 0]
+        problems += [f"--{n} must be positive, got {getattr(self, n)}" for n in ("cycle_temperature", "base_learning_rate", "learning_rate")
+                     if getattr(self, n) is not None and not getattr(self, n) > 0]
+        if self.checkpointing_steps not in (None, "epoch") and not (str(self.checkpointing_steps).isdigit() and int(self.checkpointing_steps) > 0):
+            problems.append(f"--checkpointing_steps must be a number >= 1 or 'epoch', got {self.checkpointing_steps!r}")
+        if not 0.0 <= self.frame_gap < 1.0:
+            problems.append(f"--frame_gap must be in [0, 1) (a fraction of the clip), got {self.frame_gap}")
+        return problems
+
+    @property
+    def sources(self) -> list[str]:
+        return [name for name in ("train_dir", "train_list", "dataset_name") if getattr(self, name)]
+
+    @property
+    def clip_length(self) -> float:
+        """Seconds per clip cut from long videos (0: whole videos)."""
+        return 10.0 if self.clip_seconds is None else self.clip_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+GROUPS = (ModelArguments, DataArguments, RunArguments)
+# The settings that go into the adapter's CoSettleConfig, under the same names.
+METHOD_FIELDS = tuple(f.name for group in GROUPS for f in fields(group) if f.name in inspect.signature(CoSettleConfig).parameters)
+
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser(GROUPS, prog="co-settle train",
+                            description="Adapt a frozen image ViT to video with Co-Settle (run under `accelerate launch`). "
+                                        "A first argument ending in .json/.yaml is a settings file; flags after it override it.")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> CoSettleTrainingArguments:
+    """Flags (either spelling), or a JSON/YAML settings file followed by overriding flags."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    sources = [name for name in ("train_dir", "train_list", "dataset_name") if getattr(args, name)]
-    if len(sources) != 1:
-        parser.error("give exactly one data source: --train-dir, --train-list or --dataset-name")
-    if args.streaming and not args.max_train_steps:
-        parser.error("--streaming needs --max-train-steps (a streamed dataset has no length)")
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push-to-hub needs --hub-model-id")
-    if args.push_to_hub and os.path.isdir(args.backbone) and not args.hub_push_backbone:
-        parser.error(f"--push-to-hub with the local --backbone {args.backbone}: the pushed adapter would not load elsewhere; "
-                     "add --hub-push-backbone to upload the backbone too, or train on a Hub backbone")
-    if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
-        parser.error(f"--checkpointing-steps must be a number or 'epoch', got {args.checkpointing_steps!r}")
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats",
-                 "num_train_epochs", "max_train_steps", "pool_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.checkpointing_steps not in (None, "epoch") and int(args.checkpointing_steps) < 1:
-        parser.error("--checkpointing-steps must be at least 1 (or 'epoch')")
-    if not 0.0 <= args.frame_gap < 1.0:
-        parser.error(f"--frame-gap must be in [0, 1) (a fraction of the clip), got {args.frame_gap}")
-    for name in ("temperature", "base_learning_rate"):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.learning_rate is not None and not args.learning_rate > 0:
-        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
-    for name in ("pea_alpha", "separability_weight", "weight_decay", "warmup_epochs"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
-        parser.error(f"--num-warmup-steps must be >= 0, got {args.num_warmup_steps}")
-    return args
+    if argv and Path(argv[0]).suffix.lower() in CONFIG_SUFFIXES and not argv[0].startswith("-"):
+        parser.set_defaults(**read_settings_file(parser, Path(argv[0])))
+        argv = argv[1:]
+    try:
+        groups = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+        return CoSettleTrainingArguments(**{k: v for group in groups for k, v in asdict(group).items()})
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def read_settings_file(parser: HfArgumentParser, path: Path) -> dict[str, Any]:
+    """The settings of a JSON or YAML file, checked against the known fields."""
+    if not path.is_file():
+        parser.error(f"settings file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        settings = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        parser.error(f"{path}: not a readable settings file ({error})")
+    if not isinstance(settings, dict):
+        parser.error(f"{path}: expected a mapping of setting names to values")
+    known = {f.name for group in GROUPS for f in fields(group)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        parser.error(f"{path}: unknown settings {unknown}")
+    return settings

@@ -27,6 +27,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .settings import REPLAYED, describe, differences
+
 MODEL_FILE, OPTIMIZER_FILE, RUN_STATE = "model.safetensors", "optimizer.safetensors", "co_settle_run.json"
 CHECKPOINT = re.compile(r"^step_(\d+)$")
 
@@ -137,3 +139,31 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     folder = output_dir / "checkpoints"
     found = [(int(m.group(1)), p) for p in folder.glob("step_*") if (m := CHECKPOINT.match(p.name)) and p.is_dir()]
     return sorted(found, reverse=True)
+
+
+def rotate_checkpoints(output_dir: Path, keep: int | None) -> None:
+    """Keep the newest `keep` checkpoints (`--save_total_limit`); the newest always stays, so `latest` resolves."""
+    if keep:
+        for _, path in list_checkpoints(output_dir)[keep:]:
+            shutil.rmtree(path)
+
+
+def choose_checkpoint(output_dir: Path, resume: str, settings: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from; `latest` is the newest one written with this run's replayed settings."""
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            raise CheckpointError(f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}")
+        records = [(path, read_json(path / RUN_STATE)) for _, path in found]
+        matching = [(path, record) for path, record in records if not differences(record.get("settings", {}), settings, REPLAYED)]
+        path, record = (matching or records)[0]
+    else:
+        path = Path(resume)
+        if not (path / RUN_STATE).is_file():
+            raise CheckpointError(f"--resume_from_checkpoint: {path} is not a co-settle checkpoint folder (no {RUN_STATE})")
+        record = read_json(path / RUN_STATE)
+    changed = differences(record.get("settings", {}), settings, REPLAYED)
+    if changed:
+        raise CheckpointError(f"--resume_from_checkpoint {resume}: {path} was written by a run with other settings, "
+                              f"which a resume cannot change (saved -> now): {describe(changed)}")
+    return path, record

@@ -19,12 +19,13 @@ def draw_pea(config, batch: int, grid: tuple[int, int], generator: torch.Generat
     return PositionCrop(config.pea_alpha, offsets.expand(batch, 2))
 
 
-def training_forward(model: nn.Module, frames: Tensor, generator: torch.Generator | None = None) -> ObjectiveOutput:
+def training_forward(model: nn.Module, frames: Tensor, generator: torch.Generator | None = None, use_pea: bool = True) -> ObjectiveOutput:
     """Loss and metrics of one Co-Settle step on frame pairs `frames` (B, 2, 3, H, W).
 
     The views [frame 1, frame 2, frame 1 again] go through the frozen backbone as ONE batch of
-    3B images, PEA shifting the positions of the last B only; `model` may be wrapped by
-    DDP/Accelerate, and is called (not bypassed) so gradients are synchronised.
+    3B images, PEA shifting the positions of the last B only (`use_pea=False`, for validation,
+    leaves all three unshifted); `model` may be wrapped by DDP/Accelerate, and is called (not
+    bypassed) so gradients are synchronised.
     """
     core = getattr(model, "module", model)
     config = core.config
@@ -33,7 +34,7 @@ def training_forward(model: nn.Module, frames: Tensor, generator: torch.Generato
     batch = frames.shape[0]
     grid = core.backbone.grid_size(*frames.shape[-2:])
     pixels = torch.cat([frames[:, 0], frames[:, 1], frames[:, 0]])
-    pea = draw_pea(config, batch, grid, generator, frames.device)
+    pea = draw_pea(config, batch, grid, generator, frames.device) if use_pea else None
     output = model(pixels, pea=pea)
     z = output.backbone_features.flatten(1, 2).unflatten(0, (3, batch)).transpose(0, 1)
     p = output.features.flatten(1, 2).unflatten(0, (3, batch)).transpose(0, 1)

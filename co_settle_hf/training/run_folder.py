@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -14,6 +15,8 @@ LOCK_FILE = ".co_settle.lock"
 FINAL_PARTIAL = ".adapter.partial"
 # What a run leaves in its folder; a fresh run refuses to mix with them unless told to overwrite.
 RUN_OUTPUTS = ("checkpoints", "train_log.jsonl", "training_summary.json", "config.json", "model.safetensors")
+# ... and what an overwriting run removes with them: the rest of an adapter folder, the best adapter.
+REPLACED_OUTPUTS = (*RUN_OUTPUTS, "README.md", "preprocessor_config.json", "backbone", "best")
 ADAPTER_COMMIT_FILE = "config.json"  # moved in last: a folder with it holds a complete adapter
 
 
@@ -64,7 +67,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # its owner died (e.g. killed): the folder is free
             return
         raise SystemExit(
-            f"--output-dir {self.path.parent} is in use by another run (pid {holder.get('pid')} on "
+            f"--output_dir {self.path.parent} is in use by another run (pid {holder.get('pid')} on "
             f"{holder.get('host')}, since {holder.get('started')}; lock {self.path}). One run per output folder: "
             "wait for it, or choose another folder."
         )
@@ -84,30 +87,36 @@ def prepare_fresh_folder(output_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise SystemExit(
-            f"--output-dir {output_dir} already holds another run's outputs ({', '.join(found)}): pass "
-            "--resume-from-checkpoint latest to continue it, --overwrite-output-dir to replace it, or choose another folder"
+            f"--output_dir {output_dir} already holds another run's outputs ({', '.join(found)}): pass "
+            "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose another folder"
         )
-    for name in found:
-        path = output_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in (output_dir / name for name in REPLACED_OUTPUTS):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def save_adapter_atomically(output_dir: Path, write: Callable[[Path], Any]) -> None:
-    """Write the final adapter to a temporary folder, then move its files in with config.json last.
+    """Write the final adapter to a temporary folder, then move its entries in with config.json last.
 
     The old config.json goes first, so at every instant the folder either holds a complete,
-    loadable adapter (config.json present) or none; each file is renamed whole, never half-written.
+    loadable adapter (config.json present) or none; each file (or bundled `backbone/` folder) is
+    renamed whole, never half-written.
     """
     partial = output_dir / FINAL_PARTIAL
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     write(partial)
-    for path in partial.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+    for path in partial.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
     (output_dir / ADAPTER_COMMIT_FILE).unlink(missing_ok=True)
     names = sorted(p.name for p in partial.iterdir())
     for name in [n for n in names if n != ADAPTER_COMMIT_FILE] + [ADAPTER_COMMIT_FILE]:
+        if (partial / name).is_dir() and (output_dir / name).is_dir():
+            shutil.rmtree(output_dir / name)  # a folder cannot be renamed over a full one
         os.replace(partial / name, output_dir / name)
     partial.rmdir()
 
@@ -117,3 +126,26 @@ def clean_leftovers(output_dir: Path) -> None:
     shutil.rmtree(output_dir / FINAL_PARTIAL, ignore_errors=True)
     for partial in (output_dir / "checkpoints").glob("*.partial"):
         shutil.rmtree(partial, ignore_errors=True)
+
+
+class TrainLog:
+    """`train_log.jsonl`: one JSON record per logged step, of this run only (a resume keeps the lines up to its step)."""
+
+    def __init__(self, output_dir: Path, resumed_step: int, active: bool) -> None:
+        self.path, self.active = output_dir / "train_log.jsonl", active
+        if active:
+            old = self.path.read_text().splitlines() if resumed_step and self.path.exists() else []
+            self.path.write_text("".join(line + "\n" for line in old if _logged_step(line) <= resumed_step))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.active:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line a killed run left half-written counts as never logged."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf

@@ -1,11 +1,14 @@
-"""Self-supervised Co-Settle training with Accelerate: one script from a laptop CPU to many GPUs.
+"""Self-supervised Co-Settle training with Accelerate: one loop from a laptop CPU to many GPUs.
 
-    accelerate launch -m co_settle_hf.train --backbone facebook/dinov2-small \
-        --train-dir kinetics400/train --output-dir dinov2-small-co-settle
+    accelerate launch -m co_settle_hf.train --model_name_or_path facebook/dinov2-small \
+        --train_dir kinetics400/train --output_dir dinov2-small-co-settle
 
-Only the projection is trained, prepared and checkpointed; the backbone is frozen, kept in eval
-mode and never saved. Randomness is keyed on (seed, epoch, sample) and (seed, step), so a run
-resumed from a checkpoint ends with the same weights as an uninterrupted one.
+or from Python: `train(CoSettleTrainingArguments(...), train_dataset=a_datasets_Dataset)`.
+The loop reads top to bottom: build the run, start (or resume) it, then epochs of steps with
+logging, validation and checkpoints, then finish. Only the projection is trained, prepared and
+checkpointed; the backbone is frozen, kept in eval mode and never saved. Randomness is keyed on
+(seed, epoch, sample) and (seed, step), so a resumed run ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,82 +17,145 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from ..backbones.encoder import BackboneEncoder
-from ..data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    FramePairDataset,
-    IterableFramePairDataset,
-    PairTransform,
-    check_bad_fraction,
-    collate_pairs,
-    dataset_clips,
-    discover_clips,
-    sample_generator,
-)
+from ..data import IMAGENET_MEAN, IMAGENET_STD, FramePairDataset, PairTransform, check_bad_fraction, collate_pairs
 from ..modeling_co_settle import CoSettleModel
+from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, parse_args
+from .checkpointing import choose_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
+from .data import EpochShuffleSampler, training_pairs, validation_pairs
 from .forward import training_forward
-from .arguments import parse_args
-from .checkpointing import RUN_STATE, list_checkpoints, load_checkpoint, read_json, save_checkpoint
-from .run_folder import RunLock, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
-from .settings import APPLIED, REPLAYED, describe, differences, public
+from .metrics import StepMetrics
+from .run_folder import RunLock, TrainLog, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
+from .settings import APPLIED, describe, differences, public
 
 logger = logging.getLogger(__name__)
-MIN_SAMPLES_FOR_BAD_CHECK = 200
+MIN_SAMPLES_FOR_BAD_CHECK = 200  # stop early on a broken source, not on noise
 ALL_BAD_STOP = 8  # this many samples, all unreadable, from the start of an epoch: stop at once
-METRICS = ("loss", "cycle_loss", "separability_loss", "cycle_accuracy", "cycle_identity_similarity")
+BETAS = (0.9, 0.95)
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation keyed on (seed, epoch): the same order whenever an epoch is replayed."""
+class TrainOutput(NamedTuple):
+    """What `train` returns: the trained adapter (backbone attached) and the run's final metrics."""
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        # A key no sample index reaches, so the order's stream is not sample 0's augmentation stream.
-        return iter(torch.randperm(self.size, generator=sample_generator(self.seed, self.epoch, 1 << 40)).tolist())
-
-    def __len__(self) -> int:
-        return self.size
+    model: CoSettleModel
+    metrics: dict[str, Any]
 
 
-class RepeatedClips(SequenceABC):
-    """`clips` seen `repeats` times an epoch, without building any clip twice (a lazy view)."""
+@dataclass
+class Schedule:
+    """How long the run is, in optimizer steps, and its learning rate."""
 
-    def __init__(self, clips: Sequence, repeats: int) -> None:
-        self.clips, self.repeats = clips, repeats
+    steps_per_epoch: int
+    max_steps: int
+    warmup_steps: int
+    learning_rate: float
+    global_batch: int
 
-    def __len__(self) -> int:
-        return len(self.clips) * self.repeats
-
-    def __getitem__(self, index: int):
-        return self.clips[index % len(self.clips)]
+    @property
+    def num_epochs(self) -> int:
+        return math.ceil(self.max_steps / self.steps_per_epoch)
 
 
-def lr_lambda(warmup_steps: int, total_steps: int):
-    """Linear warm-up to the peak, then a half cosine to 0, evaluated every optimizer step."""
+@dataclass
+class Run:
+    """Everything built before the first step."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    args: CoSettleTrainingArguments
+    accelerator: Accelerator
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    train_pairs: Any
+    validation: FramePairDataset | None
+    schedule: Schedule
+    settings: dict[str, Any]
+    output_dir: Path
 
-    return factor
+
+@dataclass
+class RunState:
+    """What changes as the run goes; checkpoints hold the part a resume needs."""
+
+    step: int = 0
+    bad_samples: int = 0
+    samples_seen: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    last_eval: dict[str, float] = field(default_factory=dict)
+    last_checkpoint: Path | None = None
+    pairs_done: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def record(self) -> dict[str, Any]:
+        return {"changes": self.changes, "best": self.best, "bad_samples": self.bad_samples, "samples_seen": self.samples_seen}
+
+
+# ---------------------------------------------------------------------------------------- build the run
+def load_backbone(args: CoSettleTrainingArguments) -> BackboneEncoder:
+    try:
+        backbone = BackboneEncoder.from_pretrained(args.model_name_or_path, revision=args.model_revision)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: {error}") from None
+    if not backbone.supports_pea and not args.no_pea:
+        raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: {backbone.family.name} has only a relative "
+                         "position bias, so PEA has nothing to augment: pass --no_pea")
+    return backbone
+
+
+def make_accelerator(args: CoSettleTrainingArguments) -> Accelerator:
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision, project_dir=args.output_dir,
+                              gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              log_with=args.report_to if args.with_tracking else None)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if accelerator.is_main_process else logging.ERROR)
+    if args.with_tracking and not accelerator.log_with:  # Accelerate drops a tracker whose package is missing
+        raise SystemExit(f"--report_to {args.report_to}: no such tracker is installed (e.g. pip install tensorboard)")
+    return accelerator
+
+
+def plan_schedule(args: CoSettleTrainingArguments, pairs: Any, accelerator: Accelerator) -> Schedule:
+    """Steps per epoch (counted in clips), run length, warm-up and the learning rate of the scaling rule."""
+    per_step = args.per_device_train_batch_size * accelerator.num_processes
+    global_batch = per_step * args.gradient_accumulation_steps
+    learning_rate = args.learning_rate or args.base_learning_rate * global_batch / 256
+    if not hasattr(pairs, "__len__"):  # a stream: only --max_train_steps says how long
+        if accelerator.num_processes > 1:
+            raise SystemExit("streaming runs on one process for now: use a map-style dataset (or a local copy) with several")
+        if not args.max_train_steps:
+            raise SystemExit("a streamed dataset has no length: pass --max_train_steps")
+        return Schedule(args.max_train_steps, args.max_train_steps, _warmup(args, args.max_train_steps, args.max_train_steps), learning_rate, global_batch)
+    clips = min(len(pairs), args.max_train_samples or len(pairs))
+    if clips // per_step == 0:
+        raise SystemExit(
+            f"{clips} clips cannot fill one batch of {args.per_device_train_batch_size} on each of {accelerator.num_processes} "
+            f"process(es). Cut long videos into more clips with a smaller --clip_seconds (now {args.clip_length:g}; "
+            "--split_at_cuts also cuts at shot changes), draw several pairs per clip with --clip_repeats, "
+            "or lower --per_device_train_batch_size"
+        )
+    # Accelerate also steps at the end of the loader, so a last, shorter group is one more step.
+    steps_per_epoch = math.ceil(clips // per_step / args.gradient_accumulation_steps)
+    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    return Schedule(steps_per_epoch, max_steps, _warmup(args, steps_per_epoch, max_steps), learning_rate, global_batch)
+
+
+def _warmup(args: CoSettleTrainingArguments, steps_per_epoch: int, max_steps: int) -> int:
+    if args.num_warmup_steps is not None:
+        return min(args.num_warmup_steps, max_steps)
+    if args.max_train_steps:  # keep the recipe's share of warm-up (1 of 5 epochs) over the steps asked for
+        return min(round(max_steps * args.warmup_epochs / args.num_train_epochs), max_steps)
+    return min(int(args.warmup_epochs * steps_per_epoch), max_steps)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -99,45 +165,37 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_dataset(args: Any, mean: Sequence[float], std: Sequence[float]) -> FramePairDataset | IterableFramePairDataset:
-    """Clips from the chosen source turned into augmented frame pairs; fails early, naming the argument."""
-    if args.dataset_name:
-        try:
-            clips = dataset_clips(args.dataset_name, args.dataset_config, args.split, args.video_column, args.streaming)
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"--dataset-name {args.dataset_name}: {error}") from None
-    else:
-        source = args.train_dir or args.train_list
-        flag = "--train-dir" if args.train_dir else "--train-list"
-        try:
-            clips = discover_clips(source)
-        except (FileNotFoundError, ValueError) as error:
-            raise SystemExit(f"{flag}: {error}") from None
-    transform = PairTransform(size=args.image_size, mean=mean, std=std)
-    if args.streaming:
-        return IterableFramePairDataset(clips, transform, delta=args.frame_gap, seed=args.seed)
-    if len(clips) == 0:
-        raise SystemExit(f"--dataset-name {args.dataset_name}: split {args.split!r} holds no videos")
-    if args.clip_repeats > 1:
-        clips = RepeatedClips(clips, args.clip_repeats)
-    return FramePairDataset(clips, transform, delta=args.frame_gap, seed=args.seed)
+def build_run(args: CoSettleTrainingArguments, train_dataset: Any = None) -> Run:
+    """Everything that can fail on bad arguments fails here, before any training work."""
+    accelerator = make_accelerator(args)
+    set_seed(args.seed)
+    backbone = load_backbone(args)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.imagenet_normalization else (backbone.image_mean, backbone.image_std)
+    pairs, label = training_pairs(args, PairTransform(size=args.image_size, mean=mean, std=std), train_dataset)
+    validation = validation_pairs(args, mean, std)
+    method = {name: getattr(args, name) for name in METHOD_FIELDS}
+    model = CoSettleModel.from_backbone(backbone, image_mean=list(mean), image_std=list(std),
+                                        **{**method, "pea_alpha": None if args.no_pea else args.pea_alpha})
+    sampler = EpochShuffleSampler(len(pairs), args.seed, args.max_train_samples) if hasattr(pairs, "__len__") else None
+    loader = DataLoader(pairs, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
+                        num_workers=args.num_workers, collate_fn=collate_pairs, persistent_workers=args.num_workers > 0)
+    schedule = plan_schedule(args, pairs, accelerator)
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=schedule.learning_rate, betas=BETAS)
+    # Stepped by hand once per optimizer step (prepared, Accelerate would step it once per process).
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup_steps,
+                              num_training_steps=schedule.max_steps)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    print(f"co-settle: process {accelerator.process_index} of {accelerator.num_processes} on {accelerator.device}", flush=True)
+    settings = {
+        **public(args.to_dict()), "data": label, "clips": len(pairs) if sampler else "streamed", "clip_seconds": args.clip_length,
+        "processes": accelerator.num_processes, "backbone_revision": backbone.revision, "hidden_size": backbone.hidden_size,
+        "mixed_precision": accelerator.mixed_precision, "learning_rate": schedule.learning_rate,
+        "warmup_steps": schedule.warmup_steps, "max_steps": schedule.max_steps, "global_batch_size": schedule.global_batch,
+    }
+    return Run(args, accelerator, model, optimizer, scheduler, loader, pairs, validation, schedule, settings, Path(args.output_dir))
 
 
-def load_backbone(args: Any) -> BackboneEncoder:
-    try:
-        return BackboneEncoder.from_pretrained(args.backbone, revision=args.backbone_revision)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"--backbone {args.backbone}: {error}") from None
-
-
-def logged_step(line: str) -> float:
-    """The step of a log line; a line a killed run left half-written counts as never logged."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
+# ---------------------------------------------------------------------------------------- start or resume
 def on_main(accelerator: Accelerator, action: Any) -> None:
     """Run `action` on the main process; a refusal there stops every process with its message."""
     error = None
@@ -154,251 +212,207 @@ def on_main(accelerator: Accelerator, action: Any) -> None:
         raise SystemExit(error)
 
 
-def run_settings(args: Any, accelerator: Accelerator, backbone: BackboneEncoder, dataset: Any, **derived: Any) -> dict[str, Any]:
-    """Every setting of this run as it is recorded in checkpoints, the card and trackers (no secrets)."""
-    source = args.dataset_name or args.train_dir or args.train_list
-    if Path(source).exists():
-        source = str(Path(source).resolve())
-    settings = public(vars(args))
-    settings.update(
-        processes=accelerator.num_processes, data=source, clips=len(dataset) if hasattr(dataset, "__len__") else "streamed",
-        backbone_revision=backbone.revision, hidden_size=backbone.hidden_size, mixed_precision=accelerator.mixed_precision,
-        **derived,
-    )
-    return settings
+def start(run: Run) -> tuple[RunState, TrainLog]:
+    """A fresh run in a clean folder, or the state of the checkpoint resumed from (changes applied and reported)."""
+    args, accelerator, state = run.args, run.accelerator, RunState()
+    on_main(accelerator, lambda: clean_leftovers(run.output_dir))
+    if not args.resume_from_checkpoint:
+        on_main(accelerator, lambda: prepare_fresh_folder(run.output_dir, args.overwrite_output_dir))
+    if args.with_tracking:
+        accelerator.init_trackers("co_settle", config={k: v for k, v in run.settings.items() if isinstance(v, (int, float, str, bool))})
+    if args.resume_from_checkpoint:
+        checkpoint, record = choose_checkpoint(run.output_dir, args.resume_from_checkpoint, run.settings)
+        applied = differences(record["settings"], run.settings, APPLIED)
+        if applied:
+            accelerator.print(f"Resuming with changed settings, applied from step {record['step']}: {describe(applied)}")
+        accelerator.print(f"Resuming from {checkpoint} (step {record['step']})")
+        load_checkpoint(accelerator, run.model, run.optimizer, run.scheduler, checkpoint)
+        state = RunState(record["step"], record.get("bad_samples", 0), record.get("samples_seen", 0),
+                         [*record.get("changes", []), *([{"step": record["step"], **applied}] if applied else [])],
+                         record.get("best", {}))
+    return state, TrainLog(run.output_dir, state.step, accelerator.is_main_process)
 
 
-def choose_checkpoint(output_dir: Path, resume: str, settings: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint to resume from: `latest` is the newest one written with this run's settings."""
-    if resume == "latest":
-        found = list_checkpoints(output_dir)
-        if not found:
-            raise SystemExit(f"--resume-from-checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}")
-        records = [(path, read_json(path / RUN_STATE)) for _, path in found]
-        for path, record in records:
-            if not differences(record.get("settings", {}), settings, REPLAYED):
-                return path, record
-        path, record = records[0]
-    else:
-        path = Path(resume)
-        if not (path / RUN_STATE).is_file():
-            raise SystemExit(f"--resume-from-checkpoint: {path} is not a co-settle checkpoint folder (no {RUN_STATE})")
-        record = read_json(path / RUN_STATE)
-    changed = differences(record.get("settings", {}), settings, REPLAYED)
-    if changed:
-        raise SystemExit(f"--resume-from-checkpoint {resume}: {path} was written by a run with other settings, "
-                         f"which a resume cannot change (saved -> now): {describe(changed)}")
-    return path, record
+# ---------------------------------------------------------------------------------------- one epoch, one step
+def train_epoch(run: Run, state: RunState, log: TrainLog, epoch: int, progress: tqdm) -> None:
+    """The batches of `epoch` not yet trained on (a resumed epoch skips those its checkpoint covers)."""
+    args, accelerator = run.args, run.accelerator
+    # Accelerate's loader re-applies its own epoch counter to the sampler and dataset at each
+    # pass; set it (it forwards to both) so a resumed run draws exactly the same pairs.
+    run.loader.set_epoch(epoch)
+    skip = (state.step - epoch * run.schedule.steps_per_epoch) * args.gradient_accumulation_steps
+    streamed = not hasattr(run.train_pairs, "__len__")
+    batches = accelerator.skip_first_batches(run.loader, skip) if skip and not streamed else run.loader
+    window, epoch_total, count = StepMetrics(), StepMetrics(), 0
+    for frames, num_bad in batches:
+        micro = train_micro_batch(run, state, frames, num_bad)
+        window, epoch_total, count = window + micro, epoch_total + micro, count + 1
+        state.bad_samples, state.samples_seen = state.bad_samples + micro.bad_samples, state.samples_seen + micro.samples
+        seen, bad = epoch_total.samples, epoch_total.bad_samples
+        if seen >= MIN_SAMPLES_FOR_BAD_CHECK or (bad == seen >= ALL_BAD_STOP):
+            check_bad_fraction(bad, seen)
+        if accelerator.sync_gradients:
+            end_step(run, state, log, window, epoch, progress)
+            window = StepMetrics()
+            if state.step >= run.schedule.max_steps:
+                break
+    if not skip and not streamed and count == len(run.loader):  # a complete epoch, whatever its size
+        check_bad_fraction(epoch_total.bad_samples, epoch_total.samples)
+    if args.checkpointing_steps == "epoch":
+        checkpoint(run, state)
+
+
+def train_micro_batch(run: Run, state: RunState, frames: torch.Tensor | None, num_bad: int) -> StepMetrics:
+    """Forward, backward and (at the end of an accumulation group) the optimizer step of one micro-batch."""
+    args, accelerator = run.args, run.accelerator
+    has_data = frames is not None
+    if not has_data:
+        # Every sample of this batch was unreadable (each is counted). Still take part in the step,
+        # with zero weight, so processes stay in lockstep and steps stay aligned to batches.
+        frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
+    with accelerator.accumulate(run.model):
+        out = training_forward(run.model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + state.step))
+        metrics = StepMetrics.gather(accelerator, out, has_data, num_bad, args.per_device_train_batch_size)
+        if not metrics.is_finite():
+            where = f"; the last good checkpoint ({state.last_checkpoint}) is kept" if state.last_checkpoint else ""
+            loss = metrics.loss / max(metrics.batches, 1.0)
+            raise FloatingPointError(f"Loss became {loss} at step {state.step}: training stopped, nothing saved{where}.")
+        accelerator.backward(out.loss * float(has_data))
+        run.optimizer.step()
+        run.optimizer.zero_grad()
+    state.pairs_done += len(frames) * accelerator.num_processes
+    return metrics
+
+
+def end_step(run: Run, state: RunState, log: TrainLog, window: StepMetrics, epoch: int, progress: tqdm) -> None:
+    """After an optimizer step: the schedule, the progress bar, logs, validation and checkpoints."""
+    args = run.args
+    run.scheduler.step()
+    state.step += 1
+    means = window.means()  # over the micro-batches that had data
+    rate = state.pairs_done / (time.perf_counter() - state.started)
+    progress.update(1)
+    progress.set_postfix(loss=f"{means['loss']:.4f}", cyc_acc=f"{means['cycle_accuracy']:.3f}", pairs_s=f"{rate:.1f}")
+    last = state.step == run.schedule.max_steps
+    if state.step % args.logging_steps == 0 or last:
+        record = {"step": state.step, "epoch": epoch, "lr": run.scheduler.get_last_lr()[0], "pairs_per_s": rate, **means}
+        run.accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=state.step)
+        log.write(record)
+    if run.validation is not None and (state.step % args.eval_steps == 0 or last):
+        validate(run, state, log)
+    if args.checkpointing_steps not in (None, "epoch") and state.step % int(args.checkpointing_steps) == 0:
+        checkpoint(run, state)
+
+
+# ---------------------------------------------------------------------------------------- validation and checkpoints
+@torch.no_grad()
+def evaluate(run: Run) -> dict[str, float]:
+    """Cycle loss and accuracy on the held-out pairs: no augmentation, no PEA; each process takes a share."""
+    accelerator, validation = run.accelerator, run.validation
+    model = accelerator.unwrap_model(run.model)  # not the DDP wrapper: shares may differ in length
+    share = Subset(validation, range(accelerator.process_index, len(validation), accelerator.num_processes))
+    batch = run.args.per_device_eval_batch_size or run.args.per_device_train_batch_size
+    sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
+    for frames, _ in DataLoader(share, batch_size=batch, collate_fn=collate_pairs):
+        if frames is not None:
+            out = training_forward(model, frames.to(accelerator.device), use_pea=False)
+            sums += torch.tensor([float(out.loss) * len(frames), float(out.cycle_accuracy) * len(frames), len(frames)],
+                                 dtype=torch.float64, device=accelerator.device)
+    loss, accuracy, pairs = accelerator.reduce(sums, "sum").tolist()
+    if pairs == 0:
+        raise SystemExit(f"no validation clip could be read ({len(validation)} tried): check --validation_dir / --validation_split")
+    return {"loss": loss / pairs, "cycle_accuracy": accuracy / pairs, "pairs": int(pairs)}
+
+
+def validate(run: Run, state: RunState, log: TrainLog) -> None:
+    """Log the validation metrics; with --save_best keep the adapter of the best cycle accuracy."""
+    metrics = evaluate(run)
+    state.last_eval = {f"eval_{k}": v for k, v in metrics.items()}
+    run.accelerator.log({f"eval/{k}": v for k, v in metrics.items() if k != "pairs"}, step=state.step)
+    log.write({"step": state.step, **state.last_eval})
+    if run.args.save_best and metrics["cycle_accuracy"] > state.best.get("eval_cycle_accuracy", -1.0):
+        state.best = {"step": state.step, "eval_cycle_accuracy": metrics["cycle_accuracy"]}
+        if run.accelerator.is_main_process:
+            adapter = run.accelerator.unwrap_model(run.model)
+            save_adapter_atomically(run.output_dir / "best", lambda folder: adapter.save_pretrained(
+                folder, model_card={"training": {**summary(run, state), "selected_by": "validation cycle accuracy"}}))
+        run.accelerator.wait_for_everyone()
+
+
+def checkpoint(run: Run, state: RunState) -> None:
+    state.last_checkpoint = save_checkpoint(run.accelerator, run.model, run.optimizer, run.scheduler, run.output_dir,
+                                            state.step, {"settings": run.settings, **state.record()})
+    if run.accelerator.is_main_process:
+        rotate_checkpoints(run.output_dir, run.args.save_total_limit)
+    run.accelerator.wait_for_everyone()
+
+
+# ---------------------------------------------------------------------------------------- finish
+def summary(run: Run, state: RunState) -> dict[str, Any]:
+    """What the run used and achieved, as the card and training_summary.json record it."""
+    settings, elapsed = run.settings, time.perf_counter() - state.started
+    names = ("model_name_or_path", "backbone_revision", "data", "clips", "clip_seconds", "processes", "global_batch_size",
+             "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "mixed_precision", "seed", "image_size")
+    return {
+        **{name: settings[name] for name in names}, "steps": state.step, "epochs": run.schedule.num_epochs, "betas": str(BETAS),
+        "bad_samples_skipped": state.bad_samples, "samples_seen": state.samples_seen, **state.last_eval,
+        **({"best": state.best} if state.best else {}), **({"changed_on_resume": state.changes} if state.changes else {}),
+        "train_seconds": round(elapsed, 1), "pairs_per_second": round(state.pairs_done / max(elapsed, 1e-9), 2),
+    }
+
+
+def finish(run: Run, state: RunState, log: TrainLog) -> TrainOutput:
+    """The 5 % rule over the whole run, a last validation, then the adapter saved atomically (and pushed)."""
+    accelerator, args = run.accelerator, run.args
+    if state.samples_seen:
+        check_bad_fraction(state.bad_samples, state.samples_seen)
+    if run.validation is not None and not state.last_eval:
+        validate(run, state, log)
+    metrics = summary(run, state)
+    accelerator.print(f"Finished {state.step} steps in {metrics['train_seconds']:.0f} s; "
+                      f"{state.bad_samples} bad sample(s) of {state.samples_seen} skipped.")
+    accelerator.wait_for_everyone()
+    adapter = accelerator.unwrap_model(run.model)
+    if accelerator.is_main_process:
+        def write(folder: Path) -> None:
+            adapter.save_pretrained(folder, model_card={"training": metrics}, save_backbone=args.hub_push_backbone or None)
+            (folder / "training_summary.json").write_text(json.dumps(metrics, indent=2))
+
+        save_adapter_atomically(run.output_dir, write)
+        if args.push_to_hub:
+            commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
+                                         commit_message=f"Co-Settle adapter after {state.step} steps", model_card={"training": metrics},
+                                         push_backbone=args.hub_push_backbone or None)
+            accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
+    accelerator.end_training()
+    return TrainOutput(adapter, metrics)
+
+
+def train(args: CoSettleTrainingArguments, train_dataset: Any = None) -> TrainOutput:
+    """Train a Co-Settle adapter; `train_dataset` (a `datasets.Dataset` or `IterableDataset` with a
+    `args.video_column` of paths, bytes or a `Video` feature) replaces the data source flags."""
+    run = build_run(args, train_dataset)
+    lock = RunLock(run.output_dir)
+    on_main(run.accelerator, lock.acquire)
+    try:
+        state, log = start(run)
+        with tqdm(total=run.schedule.max_steps, initial=state.step, desc="co-settle", unit="step",
+                  disable=not run.accelerator.is_local_main_process) as progress:
+            for epoch in range(state.step // run.schedule.steps_per_epoch, run.schedule.num_epochs):
+                if state.step >= run.schedule.max_steps:
+                    break
+                train_epoch(run, state, log, epoch, progress)
+        return finish(run, state, log)
+    finally:
+        if run.accelerator.is_main_process:
+            lock.release()
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
+    """The command line (`co-settle train` / `accelerate launch -m co_settle_hf.train`): parse, train, return the folder."""
     args = parse_args(argv)
-    output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        cpu=args.cpu,
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=args.report_to if args.with_tracking else None,
-        project_dir=str(output_dir),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.ERROR)
-    if args.streaming and accelerator.num_processes > 1:
-        raise SystemExit("--streaming runs on one process for now: use a map-style dataset (or a local copy) with several")
-    if args.with_tracking and not accelerator.log_with:  # Accelerate drops a tracker whose package is missing
-        raise SystemExit(f"--report-to {args.report_to}: no such tracker is installed (e.g. pip install tensorboard)")
-    set_seed(args.seed)
-
-    # Everything that can fail on bad arguments fails here, before any training work.
-    backbone = load_backbone(args)
-    if backbone.position_kind == "relative" and not args.no_pea:
-        raise SystemExit(f"--backbone {args.backbone}: {backbone.family.name} has only a relative position bias, "
-                         "so PEA has nothing to augment: pass --no-pea")
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.imagenet_normalization else (backbone.image_mean, backbone.image_std)
-    dataset = build_dataset(args, mean, std)
-    model = CoSettleModel.from_backbone(
-        backbone,
-        projection=args.projection,
-        image_size=args.image_size,
-        image_mean=list(mean),
-        image_std=list(std),
-        cycle_temperature=args.temperature,
-        pool_size=args.pool_size,
-        pea_alpha=None if args.no_pea else args.pea_alpha,
-        pea_mode=args.pea_mode,
-        pea_per_sample=args.pea_per_sample,
-        separability=args.separability,
-        kl_direction=args.kl_direction,
-        separability_weight=args.separability_weight,
-        frame_gap=args.frame_gap,
-    )
-
-    sampler = None if args.streaming else EpochShuffleSampler(len(dataset), args.seed)
-    loader = DataLoader(
-        dataset, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
-        num_workers=args.num_workers, collate_fn=collate_pairs, persistent_workers=args.num_workers > 0,
-    )
-    global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    learning_rate = args.learning_rate or args.base_learning_rate * global_batch / 256
-    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=learning_rate, betas=(0.9, 0.95))
-
-    if args.streaming:
-        steps_per_epoch, max_steps = args.max_train_steps, args.max_train_steps
-    else:
-        batches = len(dataset) // (args.per_device_train_batch_size * accelerator.num_processes)
-        if batches == 0:
-            raise SystemExit(
-                f"{len(dataset)} clips cannot fill one batch of {args.per_device_train_batch_size} on each of "
-                f"{accelerator.num_processes} processes: lower --per-device-train-batch-size"
-            )
-        # Accelerate also steps at the end of the loader, so a last, shorter group is one more step.
-        steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
-        max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_steps / steps_per_epoch)
-    if args.num_warmup_steps is not None:
-        warmup = args.num_warmup_steps
-    elif args.max_train_steps:  # keep the recipe's share of warm-up (1 of 5 epochs) over the steps asked for
-        warmup = round(max_steps * args.warmup_epochs / args.num_train_epochs)
-    else:
-        warmup = int(args.warmup_epochs * steps_per_epoch)
-    warmup = min(max(warmup, 1), max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, max_steps))
-
-    # The scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step
-    # it once per process); checkpoints hold it as JSON (see checkpointing.py).
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    print(f"co-settle: process {accelerator.process_index} of {accelerator.num_processes} on {accelerator.device}", flush=True)
-    settings = run_settings(args, accelerator, backbone, dataset, learning_rate=learning_rate, warmup_steps=warmup, max_steps=max_steps)
-
-    lock = RunLock(output_dir)
-    on_main(accelerator, lock.acquire)
-    try:
-        on_main(accelerator, lambda: clean_leftovers(output_dir))
-        if not args.resume_from_checkpoint:
-            on_main(accelerator, lambda: prepare_fresh_folder(output_dir, args.overwrite_output_dir))
-        if args.with_tracking:
-            accelerator.init_trackers("co_settle", config={k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))})
-        step, counts, changes = 0, (0, 0), []
-        if args.resume_from_checkpoint:
-            checkpoint, record = choose_checkpoint(output_dir, args.resume_from_checkpoint, settings)
-            applied = differences(record["settings"], settings, APPLIED)
-            if applied:
-                accelerator.print(f"Resuming with changed settings, applied from step {record['step']}: {describe(applied)}")
-            changes = [*record.get("changes", []), *([{"step": record["step"], **applied}] if applied else [])]
-            accelerator.print(f"Resuming from {checkpoint} (step {record['step']})")
-            load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
-            step, counts = record["step"], (record.get("bad_samples", 0), record.get("samples_seen", 0))
-        log_path = output_dir / "train_log.jsonl"
-        if accelerator.is_main_process:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            # The log holds this run only: steps up to the checkpoint resumed from, then the new ones.
-            kept = [line for line in log_path.read_text().splitlines() if logged_step(line) <= step] if step and log_path.exists() else []
-            log_path.write_text("".join(line + "\n" for line in kept))
-        progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="co-settle", unit="step")
-        bad_total, seen_total = counts
-        started, samples_done = time.perf_counter(), 0
-        last_good_checkpoint: Path | None = None
-
-        for epoch in range(step // steps_per_epoch, num_epochs):
-            # Accelerate's loader re-applies its own epoch counter to the sampler and dataset at each
-            # pass; set it (it forwards to both) so a resumed run draws exactly the same pairs.
-            loader.set_epoch(epoch)
-            skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-            batches = accelerator.skip_first_batches(loader, skip) if skip and not args.streaming else loader
-            epoch_bad = epoch_seen = batch_count = 0
-            window = torch.zeros(len(METRICS) + 1, device=accelerator.device)  # metric sums of one optimizer step
-            for frames, num_bad in batches:
-                batch_count += 1
-                weight = 1.0
-                if frames is None:
-                    # Every sample of this batch was unreadable (each is counted). Still take part in the
-                    # step, with zero weight, so processes stay in lockstep and steps stay aligned to batches.
-                    frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
-                    weight = 0.0
-                with accelerator.accumulate(model):
-                    out = training_forward(model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
-                    values = torch.stack([getattr(out, name).detach().float() for name in METRICS])
-                    local = torch.cat([values * weight if weight else torch.zeros_like(values),
-                                       values.new_tensor([weight, num_bad, args.per_device_train_batch_size])])
-                    totals = accelerator.reduce(local, "sum")  # one collective for metrics and bad-data counts
-                    if not torch.isfinite(totals).all():
-                        where = f"; the last good checkpoint ({last_good_checkpoint}) is kept" if last_good_checkpoint else ""
-                        loss = float(totals[0] / totals[len(METRICS)].clamp(min=1.0))
-                        raise FloatingPointError(f"Loss became {loss} at step {step}: training stopped, nothing saved{where}.")
-                    accelerator.backward(out.loss * weight)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                window += totals[: len(METRICS) + 1]
-                epoch_bad, epoch_seen = epoch_bad + int(totals[-2]), epoch_seen + int(totals[-1])
-                # Stop early on a broken source, not on noise; at once when nothing could be read yet.
-                if epoch_seen >= MIN_SAMPLES_FOR_BAD_CHECK or (epoch_bad == epoch_seen >= ALL_BAD_STOP):
-                    check_bad_fraction(epoch_bad, epoch_seen)
-                samples_done += len(frames) * accelerator.num_processes
-                if not accelerator.sync_gradients:
-                    continue
-                mean_values = window[:-1] / window[-1].clamp(min=1.0)  # over the micro-batches that had data
-                window.zero_()
-                scheduler.step()
-                step += 1
-                progress.update(1)
-                rate = samples_done / (time.perf_counter() - started)
-                progress.set_postfix(loss=f"{float(mean_values[0]):.4f}", cyc_acc=f"{float(mean_values[3]):.3f}", pairs_s=f"{rate:.1f}")
-                if step % args.logging_steps == 0 or step == max_steps:
-                    record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "pairs_per_s": rate}
-                    record.update({name: float(v) for name, v in zip(METRICS, mean_values)})
-                    accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
-                    if accelerator.is_main_process:
-                        with log_path.open("a") as handle:
-                            handle.write(json.dumps(record) + "\n")
-                if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
-                    last_good_checkpoint = save_checkpoint(accelerator, model, optimizer, scheduler, output_dir, step, {
-                        "settings": settings, "changes": changes, "bad_samples": bad_total + epoch_bad,
-                        "samples_seen": seen_total + epoch_seen})
-                if step >= max_steps:
-                    break
-            bad_total, seen_total = bad_total + epoch_bad, seen_total + epoch_seen
-            if not skip and not args.streaming and batch_count == len(loader):  # a complete epoch, whatever its size
-                check_bad_fraction(epoch_bad, epoch_seen)
-            if args.checkpointing_steps == "epoch":
-                last_good_checkpoint = save_checkpoint(accelerator, model, optimizer, scheduler, output_dir, step, {
-                    "settings": settings, "changes": changes, "bad_samples": bad_total, "samples_seen": seen_total})
-            if step >= max_steps:
-                break
-        progress.close()
-        if seen_total:  # the 5 % rule over the whole run, however short
-            check_bad_fraction(bad_total, seen_total)
-
-        elapsed = time.perf_counter() - started
-        summary = {
-            "backbone": args.backbone, "backbone_revision": backbone.revision,
-            "data": args.dataset_name or args.train_dir or args.train_list, "clips": len(dataset) if sampler else "streamed",
-            "steps": step, "epochs": num_epochs, "global_batch_size": global_batch, "learning_rate": learning_rate,
-            "warmup_steps": warmup, "weight_decay": args.weight_decay, "betas": "(0.9, 0.95)",
-            "mixed_precision": accelerator.mixed_precision, "processes": accelerator.num_processes, "seed": args.seed,
-            "bad_samples_skipped": bad_total, "samples_seen": seen_total,
-            **({"changed_on_resume": changes} if changes else {}),
-            "train_seconds": round(elapsed, 1), "pairs_per_second": round(samples_done / max(elapsed, 1e-9), 2),
-        }
-        accelerator.print(f"Finished {step} steps in {elapsed:.0f} s; {bad_total} bad sample(s) of {seen_total} skipped.")
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            adapter = accelerator.unwrap_model(model)
-
-            def write(folder: Path) -> None:
-                adapter.save_pretrained(folder, model_card={"training": summary},
-                                             push_backbone=args.hub_push_backbone or None)
-                (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
-
-            save_adapter_atomically(output_dir, write)
-            if args.push_to_hub:
-                commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
-                                             commit_message=f"Co-Settle adapter after {step} steps", model_card={"training": summary},
-                                             push_backbone=args.hub_push_backbone or None)
-                accelerator.print(f"Pushed to {args.hub_model_id} ({commit.oid})")
-        accelerator.end_training()
-    finally:
-        if accelerator.is_main_process:
-            lock.release()
-    return output_dir
+    train(args)
+    return Path(args.output_dir)
 
 
 def cli_main(argv: list[str]) -> None:
