@@ -155,3 +155,37 @@ def write_tradeoff_clips(root: Path, videos: list[torch.Tensor]) -> Path:
     for index, video in enumerate(videos):
         write_frame_folder(root / f"clip{index}", video.numpy(), ext="png")
     return root
+
+
+# ----------------------------------------------------------------------------- UCF101 / HMDB51 retrieval
+
+#: One colour per class: the classes differ by construction (a colour-pooling encoder separates them).
+RETRIEVAL_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 210, 40), (160, 60, 200)]
+
+
+def retrieval_video(label: int, seed: int, frames: int = 10, size: int = 32) -> np.ndarray:
+    """uint8 (frames, size, size, 3): the class colour with seeded texture drifting one pixel a frame."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(-40, 41, (size, size + frames, 3))
+    colour = np.array(RETRIEVAL_COLOURS[label])
+    return np.stack([np.clip(colour + texture[:, t:t + size], 0, 255) for t in range(frames)]).astype(np.uint8)
+
+
+def write_ucf101(root: Path, train: int = 4, test: int = 2, classes: int = 5) -> Path:
+    """UCF101 layout: <Class>/v_<Class>_gXX_c01.avi and ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt."""
+    from video_factory import write_video
+
+    names = [f"Class{c}" for c in range(classes)]
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    for c, name in enumerate(names):
+        for g in range(train + test):
+            relative = f"{name}/v_{name}_g{g + 1:02d}_c01.avi"
+            write_video(root / relative, retrieval_video(c, seed=100 * c + g), codec="mpeg4")
+            lists["train" if g < train else "test"].append(relative)
+    splits = root / "ucfTrainTestlist"
+    splits.mkdir(parents=True)
+    (splits / "classInd.txt").write_text("".join(f"{c + 1} {n}\n" for c, n in enumerate(names)))
+    labels = {n: c + 1 for c, n in enumerate(names)}
+    (splits / "trainlist01.txt").write_text("".join(f"{v} {labels[v.split('/')[0]]}\n" for v in lists["train"]))
+    (splits / "testlist01.txt").write_text("".join(f"{v}\n" for v in lists["test"]))
+    return root

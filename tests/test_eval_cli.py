@@ -1,4 +1,4 @@
-"""`co-settle eval davis|jhmdb|vip|tradeoff` end to end: tiny backbone and adapter, tiny datasets on disk."""
+"""`co-settle eval davis|jhmdb|vip|tradeoff` (and comparisons of several models) end to end: tiny backbone and adapter, tiny datasets on disk."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
 from co_settle_hf.evaluation.cli import build_parser, cli_main
+from co_settle_hf.evaluation.compare import model_folder
 from co_settle_hf.evaluation.davis import davis_palette, read_frames
 from co_settle_hf.evaluation.plots import overlay_masks
 
@@ -118,17 +119,30 @@ def test_davis_with_an_adapter(workspace, tmp_path, capsys):
                 assert np.array_equal(ids, davis_sequence_ids(0, variant))
             masks[name, t] = ids
 
-    # Pictures of the first sequence: a contact sheet, the mp4 of the overlays, the feature PCA.
-    with Image.open(out / "alpha_propagation.png") as sheet:
-        assert sheet.format == "PNG" and sheet.width > DAVIS_W and np.array(sheet.convert("L")).std() > 0
-    assert not (out / "beta_propagation.png").exists()
-    video = decode(out / "alpha_propagation.mp4")
-    assert video.shape == (DAVIS_T, DAVIS_H, DAVIS_W, 3)
-    frames = read_frames(sorted((workspace / "DAVIS" / "JPEGImages" / "480p" / "alpha").glob("*.jpg")))
-    expected = overlay_masks(frames, np.stack([masks["alpha", t] for t in range(DAVIS_T)]))
-    error = np.abs(video.astype(int) - expected).mean(axis=(1, 2, 3))
-    assert (error < 8).all(), error  # lossy codec, but the frames are those overlays, in order
-    assert np.abs(video[0].astype(int) - expected[-1]).mean() > error[0]
+    # Pictures: one sheet of every sequence; the mp4 of the worst one, ground truth beside the prediction.
+    with Image.open(out / "propagation_sheet.png") as sheet:
+        assert sheet.format == "PNG" and sheet.width > 4 * DAVIS_W and np.array(sheet.convert("L")).std() > 0
+        assert sheet.height > 2 * DAVIS_H  # a row per sequence
+    scores = {name: np.mean([(summary["per_object"][f"{name}_{i}"]["J-Mean"] + summary["per_object"][f"{name}_{i}"]["F-Mean"]) / 2
+                             for i in (1, 2)]) for name in ("alpha", "beta")}
+    worst = min(scores, key=scores.get)
+    assert [p.name for p in out.glob("*_propagation.mp4")] == [f"{worst}_propagation.mp4"]
+    video = decode(out / f"{worst}_propagation.mp4")
+    scale = -(-256 // DAVIS_W)  # small frames are shown enlarged, so the labels fit
+    assert video.shape == (DAVIS_T, 18 + DAVIS_H * scale, 2 * DAVIS_W * scale, 3)
+    frames = read_frames(sorted((workspace / "DAVIS" / "JPEGImages" / "480p" / worst).glob("*.jpg")))
+    grow = lambda a: np.asarray(a).repeat(scale, axis=1).repeat(scale, axis=2)  # noqa: E731
+    variant = ("alpha", "beta").index(worst)
+    truth = overlay_masks(grow(frames), grow(np.stack([davis_sequence_ids(t, variant) for t in range(DAVIS_T)])))
+    predicted = overlay_masks(grow(frames), grow(np.stack([masks[worst, t] for t in range(DAVIS_T)])))
+    width = DAVIS_W * scale
+    for panel, expected in ((0, truth), (1, predicted)):
+        shown = video[:, 18:, panel * width:(panel + 1) * width].astype(int)
+        error = np.abs(shown - expected).mean(axis=(1, 2, 3))
+        assert (error < 8).all(), error  # lossy codec, but the frames are those overlays, in order
+    first_error = np.abs(video[0, 18:, :width].astype(int) - truth[0]).mean()
+    assert np.abs(video[0, 18:, :width].astype(int) - truth[-1]).mean() > first_error  # frames in order
+    assert video[:, :18].mean() < 60  # the label band: white text on black
     with Image.open(out / "alpha_features_pca.png") as pca:
         assert pca.format == "PNG" and pca.width > 2 * pca.height
 
@@ -141,8 +155,8 @@ def test_davis_with_a_bare_backbone_and_chosen_sequences(workspace, tmp_path, ca
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_sequences"] == 1 and summary["settings"]["topk"] == 3
     assert [r[0] for r in read_csv(out / "per-sequence_results-val.csv")[1:]] == ["beta_1", "beta_2"]
-    assert (out / "beta_propagation.png").is_file() and not (out / "alpha").exists()
-    assert not (out / "beta_propagation.mp4").exists()  # only with --video
+    assert (out / "propagation_sheet.png").is_file() and not (out / "alpha").exists()
+    assert not list(out.glob("*.mp4"))  # only with --video
     assert not list(out.glob("*_features_pca.png"))  # a bare backbone has no projection to show
 
 
@@ -299,3 +313,54 @@ def test_errors_name_what_a_video_needs_not_a_traceback(workspace, tmp_path):
 def test_every_eval_option_is_described():
     for action in build_parser()._actions:
         assert action.help, action.option_strings
+
+
+# ----------------------------------------------------------------------------- comparisons of several models
+
+COMPARE_ARGS = ["--size", "64", "96", "--n-context", "3", "--radius", "4", "--device", "cpu"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_model_davis_comparison_equals_two_single_runs(workspace, tmp_path):
+    models = [str(workspace / "vit"), str(workspace / "adapter")]
+    data = ["--data-root", str(workspace / "DAVIS")]
+    both = cli_main(["davis", "--model", models[0], "--model", models[1], *data, "--output-dir", str(tmp_path / "both"),
+                     "--feature-cache", str(tmp_path / "cache"), *COMPARE_ARGS])
+    singles = [cli_main(["davis", "--model", m, *data, "--output-dir", str(tmp_path / f"one{i}"), *COMPARE_ARGS])
+               for i, m in enumerate(models)]
+    assert both == {**singles[0], **singles[1]}
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 4  # 2 sequences x 2 models, computed once
+    table = _rows(tmp_path / "both" / "comparison.csv")
+    assert [r["item"] for r in table] == ["mean (J&F-Mean)", "alpha_1", "alpha_2", "beta_1", "beta_2"]
+    for i, model in enumerate(models):
+        single = tmp_path / f"one{i}"
+        folder = tmp_path / "both" / model_folder(i, model)
+        assert (folder / "per-sequence_results-val.csv").read_bytes() == (single / "per-sequence_results-val.csv").read_bytes()
+        per_object = {r["Sequence"]: (float(r["J-Mean"]) + float(r["F-Mean"])) / 2
+                      for r in _rows(single / "per-sequence_results-val.csv")}
+        column = f"J&F {model}"
+        assert table[0][column] == f"{json.loads((single / 'summary.json').read_text())['J&F-Mean']:.4f}"
+        assert {r["item"]: r[column] for r in table[1:]} == {k: f"{v:.4f}" for k, v in per_object.items()}
+    for row in table:
+        delta = float(row[f"J&F {models[1]}"]) - float(row[f"J&F {models[0]}"])
+        assert float(row[f"delta {models[1]}"]) == pytest.approx(delta, abs=1.5e-4)
+    with Image.open(tmp_path / "both" / "propagation_sheet.png") as sheet:  # ground truth + 2 models, 2 frames
+        assert sheet.width == 6 * 240
+    markdown = (tmp_path / "both" / "comparison.md").read_text()
+    assert markdown.startswith(f"### davis: {models[0]} vs {models[1]}") and markdown.count("\n| ") == 6
+
+
+def test_comparison_refuses_what_it_cannot_compare(workspace, tmp_path):
+    common = ["--data-root", str(workspace / "DAVIS"), "--output-dir", str(tmp_path / "x"), *COMPARE_ARGS]
+    a, b = str(workspace / "vit"), str(workspace / "adapter")
+    with pytest.raises(SystemExit, match="names a model twice"):
+        cli_main(["davis", "--model", a, "--model", a, *common])
+    with pytest.raises(SystemExit, match="no sweep"):
+        cli_main(["davis", "--model", a, "--model", b, "--topk", "3", "5", *common])
+    with pytest.raises(SystemExit, match="give one --model"):
+        cli_main(["tradeoff", "--model", a, "--model", b, *common])
+    assert not (tmp_path / "x").exists()

@@ -20,41 +20,75 @@ def _video(num_frames: int = 5, height: int = 30, width: int = 41):
     return frames, masks
 
 
-def test_overlay_palette_is_the_davis_one():
-    pal = plots.davis_palette()
+def test_overlay_palette_is_colour_blind_safe():
+    pal = plots.safe_palette()
     assert pal.shape == (256, 3) and pal.dtype == np.uint8
-    assert pal[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
-    assert pal[255].tolist() == [224, 224, 192]
+    assert pal[:3].tolist() == [[0, 0, 0], [230, 159, 0], [86, 180, 233]]  # Okabe-Ito orange, sky blue
+    assert pal[8].tolist() == pal[1].tolist()  # seven colours, repeated
+    assert len({tuple(c) for c in pal[1:8].tolist()}) == 7
 
 
-def test_overlay_blends_labels_and_keeps_background():
+def test_overlay_outlines_labels_and_keeps_background():
     frames, masks = _video()
     out = plots.overlay_masks(frames, masks)
     assert out.shape == frames.shape and out.dtype == np.uint8
-    assert (out[masks == 0] == frames[masks == 0]).all()
-    # Inside object 1 (away from its outline): half frame, half palette colour.
-    expected = np.round(0.5 * frames[0, 10, 15].astype(float) + 0.5 * np.array([128, 0, 0])).astype(np.uint8)
+    outside = masks == 0
+    outside[:, 4, 9:31] = outside[:, 20, 9:31] = outside[:, 4:21, 9] = outside[:, 4:21, 30] = False  # ring
+    outside[:, 21, :9] = outside[:, 21:, 8] = False
+    assert (out[outside] == frames[outside]).all()
+    # Inside object 1, away from its outline: 60 % frame, 40 % palette colour.
+    expected = np.round(0.6 * frames[0, 10, 15].astype(float) + 0.4 * np.array([230, 159, 0])).astype(np.uint8)
     assert out[0, 10, 15].tolist() == expected.tolist()
-    # Its outline is drawn in full colour.
-    assert out[0, 10, 10].tolist() == [128, 0, 0]
+    # Its outline: two pixels of full colour inside the edge, one black pixel outside it.
+    assert out[0, 10, 10].tolist() == out[0, 10, 11].tolist() == [230, 159, 0]
+    assert out[0, 10, 12].tolist() != [230, 159, 0] and out[0, 10, 9].tolist() == [0, 0, 0]
+    # On a background of the label's own colour the outline still shows (the black ring).
+    same = np.broadcast_to(np.array([230, 159, 0], dtype=np.uint8), frames.shape).copy()
+    assert plots.overlay_masks(same, masks)[0, 10, 9].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="masks must be"):
         plots.overlay_masks(frames, masks[:, :-1])
     with pytest.raises(ValueError, match="palette"):
         plots.overlay_masks(frames, masks, palette=np.zeros((2, 3), dtype=np.uint8))
 
 
-def test_contact_sheet_png(tmp_path):
-    frames, masks = _video(num_frames=12)
-    path = plots.contact_sheet(torch.from_numpy(frames), torch.from_numpy(masks), tmp_path / "sub" / "sheet.png")
-    assert path.is_file()
+def _sheet_row(name: str, scores: dict[str, float]) -> plots.SheetRow:
+    frames, masks = _video(num_frames=2)
+    return plots.SheetRow(name, [1, 4], frames, masks, {m: masks[:, ::-1] for m in scores}, scores)
+
+
+def test_comparison_sheet_png(tmp_path):
+    rows = [_sheet_row("dog", {"base": 0.5, "adapted": 0.7}), _sheet_row("cat", {"base": 0.4, "adapted": 0.3})]
+    path = plots.comparison_sheet(rows, tmp_path / "sub" / "sheet.png", "DAVIS: base vs adapted")
     with Image.open(path) as image:
-        assert image.format == "PNG" and image.size[0] == 4 * 320  # 4 columns of 3.2 in at 100 dpi
-        two_rows = image.size[1]
-    small = plots.contact_sheet(frames[:3], masks[:3], tmp_path / "small.png")
-    with Image.open(small) as image:
-        assert image.size[0] == 3 * 320 and image.size[1] < two_rows  # one row of three panels
-    with pytest.raises(ValueError, match="max_frames"):
-        plots.contact_sheet(frames, masks, tmp_path / "x.png", max_frames=0)
+        assert image.format == "PNG" and image.width == 6 * 240  # 2 frames x (truth + 2 models), 240 px tiles
+        two_rows = image.height
+    with Image.open(plots.comparison_sheet(rows[:1], tmp_path / "one.png", "t")) as image:
+        assert image.height < two_rows
+    with pytest.raises(ValueError, match="rows is empty"):
+        plots.comparison_sheet([], tmp_path / "x.png", "t")
+
+
+def test_sequences_ordered_by_change_then_worst_first():
+    from co_settle_hf.evaluation.davis_report import order_sequences
+
+    scores = {"a": {"s1": 0.5, "s2": 0.5, "s3": 0.5, "s4": 0.9}, "b": {"s1": 0.52, "s2": 0.2, "s3": 0.9}}
+    assert order_sequences(scores) == ["s3", "s2", "s1"]  # |change| 0.4 (gain), 0.3 (loss), 0.02; s4 unscored by b
+    assert order_sequences({"a": scores["a"]}) == ["s1", "s2", "s3", "s4"]
+
+
+def test_side_by_side_video_is_labelled(tmp_path):
+    frames, masks = _video(num_frames=3, height=30, width=40)
+    path = plots.write_side_by_side_video(frames, {"ground truth": masks, "model J&F 0.5": masks[:, ::-1]},
+                                          tmp_path / "pair.mp4")
+    with av.open(str(path)) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    scale = -(-plots.MIN_PANEL_WIDTH // 40)
+    assert decoded.shape == (3, 18 + 30 * scale, 2 * 40 * scale, 3)
+    band = decoded[0, 2:16]
+    assert band.max() > 150 and band.mean() < 60  # white text on black, above each panel
+    assert band[:, :40 * scale].max() > 150 and band[:, 40 * scale:].max() > 150
+    with pytest.raises(ValueError, match="panels is empty"):
+        plots.write_side_by_side_video(frames, {}, tmp_path / "none.mp4")
 
 
 @pytest.mark.parametrize("without_x264", [False, True])

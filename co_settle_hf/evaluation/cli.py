@@ -1,4 +1,4 @@
-"""`co-settle eval davis|jhmdb|vip|tradeoff --model ADAPTER_OR_BACKBONE --data-root DIR --output-dir DIR`."""
+"""`co-settle eval davis|jhmdb|vip|retrieval|tradeoff --model ADAPTER_OR_BACKBONE --data-root DIR --output-dir DIR`."""
 
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="co-settle eval", description="Evaluate an adapter or a bare backbone. "
                                      "Under `accelerate launch -m co_settle_hf.evaluate ...` videos are shared "
                                      "among the processes; the files are those of one process.")
-    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tradeoff"),
-                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU) or the consistency-separability trade-off")
-    parser.add_argument("--model", required=True, help="adapter or backbone: local path or Hub id")
+    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "retrieval", "tradeoff"),
+                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU), UCF101 / HMDB51 clip retrieval (R@k) "
+                             "or the consistency-separability trade-off")
+    parser.add_argument("--model", required=True, action="append",
+                        help="adapter or backbone: local path or Hub id; repeat it to compare several models on "
+                             "the same data (one sub-folder each, and comparison.md / comparison.csv)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
     parser.add_argument("--data-root", required=True,
                         help="the benchmark's folder in its official layout (trade-off: a folder of clips)")
@@ -59,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--long-side", type=int, default=880, help="VIP input long side")
     group.add_argument("--list-file", default=None, help="JHMDB / VIP list of videos (default: the official one)")
     group.add_argument("--sequences", nargs="*", default=None, help="DAVIS: only these sequences")
-    group.add_argument("--video", action="store_true", help="DAVIS: also write an mp4 of the propagated masks")
+    group.add_argument("--sheet-sequences", nargs="+", default=None, metavar="NAME",
+                       help="DAVIS: only these sequences in propagation_sheet.png (default: every scored one)")
+    group.add_argument("--video", action="store_true",
+                       help="DAVIS: also write an mp4 of the ground truth and each model's masks side by side")
     group.add_argument("--mapping", choices=MAPPINGS, default="reference",
                        help="JHMDB joint-to-cell mapping: 'reference' (CropMAE's, behind the published PCK) or "
                             "'centred' (pixel and cell centres aligned, a continuous Gaussian)")
@@ -70,9 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "(the reference's behaviour)")
     group.add_argument("--include-first-frame", action=argparse.BooleanOptionalAction, default=None,
                        help="score the given first frame too (default: no for JHMDB, yes for VIP, as published)")
+    group = parser.add_argument_group("clip retrieval (test videos query the train videos of the split)")
+    group.add_argument("--dataset", choices=("ucf101", "hmdb51"), default=None,
+                       help="default: recognised from the split files under --data-root")
+    group.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default 1)")
+    group.add_argument("--embedding", choices=("projected", "base"), default="projected",
+                       help="pool the adapter's projected patch features (default) or its frozen base's")
     group = parser.add_argument_group("trade-off analysis (each video needs at least 8 frames)")
     group.add_argument("--num-frames", "--num_frames", type=int, default=None,
-                       help="evenly spaced frames per video (all if unset; the authors use 40)")
+                       help="evenly spaced frames per video (trade-off: all if unset, the authors use 40; "
+                            "retrieval: 8 if unset)")
     group.add_argument("--sample-csv", "--sample_csv", default=None,
                        help="the authors' sample list: one video (frame folder or file) per line, no header, "
                             "relative to --data-root")
@@ -160,25 +173,24 @@ def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: Out
 
 
 def davis_pictures(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, folder: str) -> None:
-    """The first sequence's contact sheet (and mp4, and the feature PCA of an adapter)."""
+    """The sheet of every scored sequence with its ground truth (and mp4), and the feature PCA of an adapter."""
+    from .compare import short_labels
     from .davis import list_davis_sequences, read_frames
-    from .plots import contact_sheet, feature_pca_figure, write_overlay_video
+    from .davis_report import write_davis_pictures
+    from .plots import feature_pca_figure
 
+    label = short_labels([args.model])[args.model]
+    write_davis_pictures(args.data_root, {label: out.root / folder}, out, sequences=args.sequences,
+                         sheet=args.sheet_sequences, video=args.video)
     first = list_davis_sequences(args.data_root, sequences=args.sequences)[0]
-    if len(first.frames) < 3:
-        return  # too short to be scored, so no masks were written
-    frames = read_frames(first.frames)
-    masks = torch.from_numpy(np.stack([_read_ids(out.path(folder, first.name, p.with_suffix(".png").name))
-                                       for p in first.frames]))
-    contact_sheet(frames, masks, out.path(f"{first.name}_propagation.png"))
-    if args.video:
-        write_overlay_video(frames, masks, out.path(f"{first.name}_propagation.mp4"))
     if loaded.adapter is not None:
         size = tuple(args.size or (480, 880))
-        feature_figure(loaded, frames[0], size, out.path(f"{first.name}_features_pca.png"), feature_pca_figure)
+        feature_figure(loaded, read_frames(first.frames[:1])[0], size, out.path(f"{first.name}_features_pca.png"),
+                       feature_pca_figure, f"{label} on DAVIS-2017 {first.name}")
 
 
-def feature_figure(loaded: LoadedModel, frame: torch.Tensor, size: tuple[int, int], path: Path, draw) -> Path:
+def feature_figure(loaded: LoadedModel, frame: torch.Tensor, size: tuple[int, int], path: Path, draw,
+                   title: str) -> Path:
     """PCA pictures of one frame's patch features before and after the projection."""
     from .features import fit_to_patches
 
@@ -188,7 +200,7 @@ def feature_figure(loaded: LoadedModel, frame: torch.Tensor, size: tuple[int, in
     std = torch.tensor(loaded.encoder.image_std).view(1, 3, 1, 1)
     with torch.no_grad():
         out = loaded.adapter((image / 255 - mean).div(std).to(loaded.adapter.device))
-    return draw(frame, out.backbone_features[0].cpu(), out.features[0].cpu(), path)
+    return draw(frame, out.backbone_features[0].cpu(), out.features[0].cpu(), path, title=title)
 
 
 def _read_ids(path: Path) -> np.ndarray:
@@ -196,6 +208,25 @@ def _read_ids(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.array(image)
+
+
+def run_retrieval(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
+                  ) -> dict[str, dict[str, Any]]:
+    """R@k of the split's test videos against its train videos; rows on the main process ({} elsewhere)."""
+    from .cache import FeatureCache
+    from .retrieval import evaluate_retrieval
+
+    encoder = loaded.encoder
+    if args.embedding == "base":
+        if loaded.base is None:
+            raise ValueError(f"--embedding base needs an adapter; {args.model} is a bare backbone")
+        encoder = loaded.base
+    cache = FeatureCache(args.feature_cache, encoder) if args.feature_cache else None
+    summary = evaluate_retrieval(encoder, args.data_root, out, split=args.split, dataset=args.dataset,
+                                 num_frames=args.num_frames or 8, embedding=args.embedding,
+                                 title=f"{args.model} ({args.embedding} features)", cache=cache,
+                                 processes=processes, progress=processes.is_main)
+    return {args.model: metrics_of(summary)} if processes.is_main else {}
 
 
 def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
@@ -211,12 +242,67 @@ def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolde
         return {}
     points = {name: (r["d_intra"], r["d_inter"]) for name, r in results.items()}
     arrows = [("base", "adapted")] if "base" in results else []
-    tradeoff_scatter(points, arrows, out.path("tradeoff.png"))
+    tradeoff_scatter(points, arrows, out.path("tradeoff.png"), data=Path(args.sample_csv or args.data_root).name)
     return results
+
+
+def run_model(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes,
+              settings: Sequence[PropagationSettings]) -> dict[str, dict[str, Any]]:
+    """One model's evaluation, with its ``table.md`` and ``results.json``; rows on the main process."""
+    if args.task == "tradeoff":
+        rows = run_tradeoff(args, loaded, out, processes)
+    elif args.task == "retrieval":
+        rows = run_retrieval(args, loaded, out, processes)
+    else:
+        rows = run_propagation_task(args, loaded, out, processes)
+    if processes.is_main:
+        write_tables(f"{args.task}: {args.model}", rows, out, sweep=len(settings) > 1)
+    return rows
+
+
+def write_tables(title: str, rows: dict[str, dict[str, Any]], out: OutputFolder, sweep: bool = False) -> None:
+    table = sweep_table(title, rows) if sweep else print_table(title, rows)
+    out.path("table.md").write_text(table + "\n")
+    out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+
+
+def check_comparison(args: argparse.Namespace, models: Sequence[str], settings: Sequence[PropagationSettings]) -> None:
+    """Several --model: a benchmark with per-item scores, one setting, no card to update, distinct names."""
+    if args.task == "tradeoff":
+        raise ValueError("tradeoff compares an adapter with its base in one run already: give one --model")
+    if len(settings) > 1 or args.update_card:
+        raise ValueError("several --model compare one setting: no sweep and no --update-card")
+    if len(set(models)) != len(models):
+        raise ValueError(f"--model names a model twice: {list(models)}")
+
+
+def run_comparison(args: argparse.Namespace, models: Sequence[str], out: OutputFolder, processes: Processes,
+                   device: str | None, settings: Sequence[PropagationSettings]) -> dict[str, dict[str, Any]]:
+    """Every model as its own run into ``model<i>-<name>/``, then one table of per-item deltas."""
+    from .compare import model_folder, write_comparison
+
+    rows, folders = {}, []
+    for index, name in enumerate(models):
+        one = argparse.Namespace(**{**vars(args), "model": name})
+        sub = out.subfolder(model_folder(index, name))
+        rows.update(run_model(one, load_for_evaluation(name, args.revision, device), sub, processes, settings))
+        folders.append(sub.root)
+    if processes.is_main:
+        write_tables(f"{args.task}: {len(models)} models", rows, out)
+        write_comparison(args.task, models, folders, rows, out, threshold=args.pck_thresholds[0])
+        if args.task == "davis":
+            from .compare import short_labels
+            from .davis_report import write_davis_pictures
+
+            labels = short_labels(models)
+            write_davis_pictures(args.data_root, {labels[m]: f for m, f in zip(models, folders)}, out,
+                                 sequences=args.sequences, sheet=args.sheet_sequences, video=args.video)
+    return rows
 
 
 def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    models, args.model = args.model, args.model[0]
     if not Path(args.data_root).exists():
         raise SystemExit(f"--data-root {args.data_root} does not exist")
     if args.update_card:
@@ -225,20 +311,17 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
         settings = propagation_settings(args)  # argument errors first
         if args.update_card and len(settings) > 1:
             raise ValueError("--update-card records one setting's results: give one --topk and one --propagation-temperature")
+        if len(models) > 1:
+            check_comparison(args, models, settings)
         processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
         output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
         device = str(processes.device) if args.device in (None, "cuda") else args.device  # cuda:<rank> when launched
+        if len(models) > 1:
+            with output as out:
+                return run_comparison(args, models, out, processes, device, settings)
         loaded = load_for_evaluation(args.model, args.revision, device)
         with output as out:
-            if args.task == "tradeoff":
-                rows = run_tradeoff(args, loaded, out, processes)
-            else:
-                rows = run_propagation_task(args, loaded, out, processes)
-            if processes.is_main:
-                title = f"{args.task}: {args.model}"
-                table = print_table(title, rows) if len(settings) == 1 else sweep_table(title, rows)
-                out.path("table.md").write_text(table + "\n")
-                out.path("results.json").write_text(json.dumps(rows, indent=2, default=float))
+            rows = run_model(args, loaded, out, processes, settings)
         if args.update_card and processes.is_main:
             add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     except (ValueError, FileNotFoundError) as error:  # bad data or arguments: the message names them

@@ -10,6 +10,7 @@ inside the staging folder, and names taken from list files must be single path c
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import shutil
@@ -86,6 +87,17 @@ class OutputFolder:
             raise ValueError(f"output path {'/'.join(parts)!r} leaves the output folder {self.target}")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def subfolder(self, name: str) -> "OutputFolder":
+        """A view of ``root/name`` (a plain name) for one part of a run, e.g. one model of a comparison.
+
+        Its paths are confined to the sub-folder; it is never entered or exited itself: the folder it
+        belongs to moves everything into place at once.
+        """
+        view = copy.copy(self)
+        view.root = self.path(check_name(name, "output sub-folder"))
+        view.root.mkdir(exist_ok=True)
+        return view
 
     def __exit__(self, kind, error, traceback) -> None:
         assert self.root is not None

@@ -1,4 +1,5 @@
-"""Pictures for reports: mask overlays (PNG contact sheets and mp4), feature PCA, trade-off plot.
+"""Pictures for reports: outlined mask overlays (comparison sheets, side-by-side mp4), feature PCA,
+the trade-off plot and the retrieval confusion picture.
 
 Everything renders off-screen (matplotlib's Agg backend, no display needed); videos are written
 with PyAV. Inputs are torch tensors or numpy arrays; nothing here changes them.
@@ -6,6 +7,7 @@ with PyAV. Inputs are torch tensors or numpy arrays; nothing here changes them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,10 +19,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .davis import davis_palette  # noqa: E402
 
-#: Opacity of the label colours over the frame.
-MASK_ALPHA = 0.5
+#: Opacity of the label colours over the frame (the outlines are opaque).
+MASK_ALPHA = 0.4
+
+#: Okabe and Ito's colour-blind-safe colours (orange, sky blue, bluish green, yellow, blue,
+#: vermillion, reddish purple), used for labels 1, 2, ... in turn; label 0 is the background.
+SAFE_COLOURS = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+                (204, 121, 167))
+
+
+def safe_palette() -> np.ndarray:
+    """(256, 3) uint8 label colours: black, then :data:`SAFE_COLOURS` repeated."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[1:] = np.array(SAFE_COLOURS, dtype=np.uint8)[np.arange(255) % len(SAFE_COLOURS)]
+    return palette
 
 
 def _to_numpy(array, name: str) -> np.ndarray:
@@ -46,66 +59,29 @@ def _check_frames_masks(frames, masks) -> tuple[np.ndarray, np.ndarray]:
 
 
 def overlay_masks(frames, masks, palette: np.ndarray | None = None, alpha: float = MASK_ALPHA) -> np.ndarray:
-    """Blend label colours into frames: uint8 (T, H, W, 3).
+    """Outlined label colours over frames: uint8 (T, H, W, 3), readable on any background.
 
-    Label 0 (background) leaves the frame as is; other labels tint it with `alpha` and their
-    one-pixel outlines are drawn in full colour so thin or touching regions stay readable.
+    Label 0 (background) leaves the frame as is; other labels tint it with ``alpha``, and each region
+    gets an opaque outline: its colour on the 2 pixels inside its edge, black on the pixel outside.
+    The colour shows on dark backgrounds, the black ring on light ones, and the default palette
+    (:func:`safe_palette`) stays distinct for colour-blind readers, so a red object with a red mask
+    still shows its outline.
     """
+    from scipy.ndimage import maximum_filter, minimum_filter
+
     f, m = _check_frames_masks(frames, masks)
-    pal = davis_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    pal = safe_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
     if pal.ndim != 2 or pal.shape[1] != 3 or pal.shape[0] <= m.max():
         raise ValueError(f"palette must be (K, 3) with K > the largest label {m.max()}, got {pal.shape}")
     colours = pal[m].astype(np.float32)
     out = f.astype(np.float32)
     labelled = (m > 0)[..., None]
     out = np.where(labelled, (1 - alpha) * out + alpha * colours, out)
-    edge = np.zeros(m.shape, dtype=bool)
-    edge[:, 1:] |= m[:, 1:] != m[:, :-1]
-    edge[:, :, 1:] |= m[:, :, 1:] != m[:, :, :-1]
-    edge &= m > 0
+    window = (1, 5, 5)  # within 2 pixels of another label
+    edge = (maximum_filter(m, window) != minimum_filter(m, window)) & (m > 0)
     out[edge] = colours[edge]
+    out[(m == 0) & (maximum_filter(m, (1, 3, 3)) > 0)] = 0  # the black ring just outside
     return out.round().clip(0, 255).astype(np.uint8)
-
-
-def _pick(total: int, count: int) -> list[int]:
-    """`count` evenly spaced indices in [0, total), first and last included."""
-    if count >= total:
-        return list(range(total))
-    return np.linspace(0, total - 1, count).round().astype(int).tolist()
-
-
-def contact_sheet(
-    frames,
-    masks,
-    path: str | Path,
-    palette: np.ndarray | None = None,
-    max_frames: int = 8,
-    columns: int = 4,
-) -> Path:
-    """Save a grid PNG of up to `max_frames` evenly spaced frames with their masks overlaid.
-
-    Args:
-        frames: uint8 (T, H, W, 3); masks: integer labels (T, H, W), 0 = background.
-        palette: (K, 3) uint8 label colours; default: the DAVIS colours.
-    Returns:
-        the path written.
-    """
-    if max_frames < 1 or columns < 1:
-        raise ValueError(f"max_frames and columns must be >= 1, got {max_frames}, {columns}")
-    blended = overlay_masks(frames, masks, palette)
-    picks = _pick(blended.shape[0], max_frames)
-    cols = min(columns, len(picks))
-    rows = -(-len(picks) // cols)
-    h, w = blended.shape[1:3]
-    panel_w = 3.2
-    fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols, panel_w * h / w * rows + 0.35 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, t in zip(axes.flat, picks):
-        ax.imshow(blended[t], interpolation="nearest")
-        ax.set_title(f"frame {t}", fontsize=9)
-    fig.tight_layout(pad=0.4)
-    return _save(fig, path)
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -117,17 +93,107 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def write_overlay_video(frames, masks, path: str | Path, fps: int = 10, palette: np.ndarray | None = None) -> Path:
-    """Write the mask overlay of every frame as an mp4 (H.264, or MPEG-4 part 2 without libx264).
+    """Write the mask overlay of every frame as an mp4 (H.264, or MPEG-4 part 2 without libx264)."""
+    return _write_even(overlay_masks(frames, masks, palette), path, fps)
 
-    Odd frame sizes are padded by one replicated row/column: yuv420p needs even sizes.
-    """
+
+def _write_even(frames: np.ndarray, path: str | Path, fps: int) -> Path:
+    """Odd frame sizes padded by one replicated row/column (yuv420p needs even sizes), then encoded."""
     from ..data.video import write_video
 
-    blended = overlay_masks(frames, masks, palette)
-    pad_h, pad_w = blended.shape[1] % 2, blended.shape[2] % 2
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
-        blended = np.pad(blended, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    return write_video(path, blended, fps=fps)
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return write_video(path, frames, fps=fps)
+
+
+@dataclass
+class SheetRow:
+    """One sequence of a comparison sheet: a few frames, their ground truth, each model's prediction."""
+
+    name: str
+    frame_indices: list[int]
+    frames: np.ndarray  # uint8 (k, H, W, 3)
+    truth: np.ndarray  # (k, H, W) labels
+    predictions: dict[str, np.ndarray]  # model -> (k, H, W) labels
+    scores: dict[str, float]  # model -> the sequence's score
+
+
+def _tile_size(height: int, width: int, tile_width: int) -> tuple[int, int]:
+    return max(1, round(height * tile_width / width)), tile_width
+
+
+def _shrink(frames: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (bilinear) and labels (nearest) at tile size, so outlines are drawn at the size shown."""
+    from PIL import Image
+
+    small = [np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR)) for f in frames]
+    ids = [np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size[::-1], Image.NEAREST)) for m in labels]
+    return np.stack(small), np.stack(ids)
+
+
+def comparison_sheet(rows: Sequence[SheetRow], path: str | Path, title: str, metric: str = "J&F",
+                     tile_width: int = 240) -> Path:
+    """Save a grid: a row per sequence, for each chosen frame the ground truth, then each model's prediction.
+
+    Each prediction tile is titled with its model and the sequence's ``metric`` (and, after the
+    first model, the change from it); the row order is the caller's (biggest changes first).
+    """
+    if not rows:
+        raise ValueError("rows is empty: no sequence to draw")
+    models = list(rows[0].predictions)
+    k = len(rows[0].frame_indices)
+    cols = k * (1 + len(models))
+    h, w = rows[0].frames.shape[1:3]
+    th, tw = _tile_size(h, w, tile_width)
+    inch = tw / 100
+    fig, axes = plt.subplots(len(rows), cols, figsize=(inch * cols, (inch * th / tw + 0.5) * len(rows) + 0.8),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        frames, truth = _shrink(row.frames, row.truth, (th, tw))
+        panels = [("ground truth", overlay_masks(frames, truth))]
+        for model in models:
+            panels.append((model, overlay_masks(*_shrink(row.frames, row.predictions[model], (th, tw)))))
+        for i, t in enumerate(row.frame_indices):
+            for p, (label, picture) in enumerate(panels):
+                ax = axes[r, i * len(panels) + p]
+                ax.imshow(picture[i], interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                text = f"{row.name}, frame {t}\nground truth" if p == 0 else f"{label}\n{metric} {row.scores[label]:.3f}"
+                if p > 1:
+                    text += f" ({row.scores[label] - row.scores[models[0]]:+.3f})"
+                ax.set_title(text, fontsize=7, fontweight="bold" if p == 0 else "normal")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return _save(fig, path)
+
+
+#: Narrowest panel of a side-by-side video, in pixels (room for its label).
+MIN_PANEL_WIDTH = 256
+
+
+def write_side_by_side_video(frames, panels: Mapping[str, np.ndarray], path: str | Path, fps: int = 10) -> Path:
+    """An mp4 with one outlined overlay per labelled panel (ground truth, each model), side by side.
+
+    Each panel carries its label in a black band above it, so the video says what it shows.
+    """
+    from PIL import Image, ImageDraw
+
+    if not panels:
+        raise ValueError("panels is empty: nothing to show")
+    frames = _to_numpy(frames, "frames")
+    scale = -(-MIN_PANEL_WIDTH // frames.shape[2])  # small frames grow by a whole factor, so labels fit
+    grow = (lambda a: a.repeat(scale, axis=1).repeat(scale, axis=2)) if scale > 1 else (lambda a: a)  # noqa: E731
+    overlays = [overlay_masks(grow(frames), grow(_to_numpy(masks, "masks"))) for masks in panels.values()]
+    band = 18
+    t, h, w = overlays[0].shape[:3]
+    strip = np.zeros((t, h + band, w * len(overlays), 3), dtype=np.uint8)
+    for i, (label, overlay) in enumerate(zip(panels, overlays)):
+        strip[:, band:, i * w:(i + 1) * w] = overlay
+        text = Image.new("RGB", (w, band))
+        ImageDraw.Draw(text).text((4, 3), label, fill=(255, 255, 255))
+        strip[:, :band, i * w:(i + 1) * w] = np.asarray(text)
+    return _write_even(strip, path, fps)
 
 
 def pca_rgb(features) -> np.ndarray:
@@ -162,12 +228,14 @@ def feature_pca_figure(
     features_after,
     path: str | Path,
     titles: Sequence[str] = ("frame", "backbone features (PCA)", "Co-Settle features (PCA)"),
+    title: str | None = None,
 ) -> Path:
     """Save the frame, the PCA-RGB of the backbone features and that of the projected features.
 
     The PCA is fitted separately on each feature map: the projection mixes channels, so the two
     sets live in different bases and one shared basis would show the projection, not the
     structure. Feature maps are drawn over the frame's extent with nearest-neighbour cells.
+    ``title`` (model and data, say) goes above the three panels.
     """
     image = _to_numpy(frame, "frame")
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -177,11 +245,13 @@ def feature_pca_figure(
     panels = [image, pca_rgb(features_before), pca_rgb(features_after)]
     h, w = image.shape[:2]
     panel_w = 4.0
-    fig, axes = plt.subplots(1, 3, figsize=(3 * panel_w, panel_w * h / w + 0.45))
-    for ax, panel, title in zip(axes, panels, titles):
+    fig, axes = plt.subplots(1, 3, figsize=(3 * panel_w, panel_w * h / w + (0.75 if title else 0.45)))
+    for ax, panel, name in zip(axes, panels, titles):
         ax.imshow(panel, interpolation="nearest", extent=(0, w, h, 0))
-        ax.set_title(title, fontsize=10)
+        ax.set_title(name, fontsize=10)
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout(pad=0.4)
     return _save(fig, path)
 
@@ -192,13 +262,14 @@ def tradeoff_scatter(
     path: str | Path,
     gamma: float = 0.3,
     num_iso_lines: int = 6,
+    data: str | None = None,
 ) -> Path:
     """Save the consistency-separability plane: D_intra on x, D_inter on y (as Figure 1 of the paper).
 
     Dashed iso-lines (labelled at the right edge) join points of equal margin
     D = D_inter - gamma * D_intra (slope gamma); the green shading deepens towards higher D
     (up and to the left). Each (from, to) in `arrows` joins a base
-    backbone to its adapted version.
+    backbone to its adapted version. `data` names the videos measured in the title.
     """
     if not points:
         raise ValueError("points is empty")
@@ -245,7 +316,34 @@ def tradeoff_scatter(
     ax.set_ylim(*y_lim)
     ax.set_xlabel(r"intra-video distance $D_{intra}$ (lower: more consistent)")
     ax.set_ylabel(r"inter-video distance $D_{inter}$ (higher: more separable)")
-    ax.set_title(rf"Consistency-separability trade-off ($D = D_{{inter}} - {gamma:g}\,D_{{intra}}$)", fontsize=10)
+    on = f" on {data}" if data else ""
+    ax.set_title(rf"Consistency-separability trade-off{on} ($D = D_{{inter}} - {gamma:g}\,D_{{intra}}$)", fontsize=10)
     ax.grid(alpha=0.2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_figure(counts: np.ndarray, classes: Sequence[str], path: str | Path, title: str) -> Path:
+    """Save the (query class, top-1 class) counts as a row-normalised heat map, titled by model and data.
+
+    Rows are normalised so a class with few queries is as readable as one with many; the diagonal is
+    R@1 per class. Class names label the axes up to 40 classes (UCF101's 101 would be unreadable).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(classes):
+        raise ValueError(f"counts must be (C, C) for the {len(classes)} classes, got {counts.shape}")
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(14.0, 4.0 + 0.12 * len(classes))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    named = len(classes) <= 40
+    if named:
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    key = "" if named else " (index in the sorted class names of per_class.csv)"
+    ax.set_xlabel(f"class of the top-1 gallery video{key}")
+    ax.set_ylabel(f"class of the query (test video){key}")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the class's queries")
     fig.tight_layout()
     return _save(fig, path)
