@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file
 from tiny_backbones import build_backbone
+from trainer_fixtures import run, workspace  # noqa: F401 (a fixture)
 
 from co_settle_hf import BackboneEncoder, CoSettleModel
 from co_settle_hf.training.feature_cache import FeatureCache, cached_objective
@@ -42,3 +46,14 @@ def test_cache_size_is_checked():
         FeatureCache.build(model, [(torch.randn(2, 2, 3, 224, 224), None)], num_pairs=3)
     with pytest.raises(ValueError, match="cached views"):
         FeatureCache(torch.zeros(2, 2, 4, 4, 8))
+
+
+def test_trainer_with_a_cache_of_its_first_batch_takes_the_same_first_step(workspace, tmp_path):
+    """--feature_cache_pairs 2 at batch 2: step 1 trains on the cached views of the very batch (and
+    PEA offset) the uncached step 1 uses, so one step gives the same adapter."""
+    plain = run(workspace, tmp_path / "plain", "--per-device-train-batch-size", "2", steps=1)
+    cached = run(workspace, tmp_path / "cached", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "2", steps=1)
+    expected, got = load_file(plain / "model.safetensors"), load_file(cached / "model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5)
+    assert json.loads((cached / "training_summary.json").read_text())["feature_cache_pairs"] == 2
