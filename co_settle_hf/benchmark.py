@@ -10,6 +10,11 @@ label propagation must stay small beside it. Three sections, one table:
   folders, beside the training step's own pairs/s: loading must keep up.
 - eval: feature extraction and label propagation alone on a 480x880 video, frames/s, and
   propagation's share of the total (goal: under 10 %).
+- prop: label propagation's effective GFLOP/s (the distinct context frames' multiply-adds over
+  its wall time) beside a plain matmul of the same shapes, each repeat timed back to back (goal:
+  at least 85 %); and, given ``--cropmae-path`` (a file outside this repository defining
+  ``propagate(features, first_labels, n_context, topk, temperature, radius)`` around CropMAE's
+  released code), that loop against ours on identical features: labels identical, time ratio.
 - tradeoff: the trade-off analysis beside the backbone (per-video D_intra, cycle accuracy, K
   sampled patches, streamed rank; then D_inter over all pairs) per video at 100 and 1,000 videos
   of ViT-S-sized features (40 frames, 14x14 grid, D = 384): it must stay flat, not grow with N.
@@ -28,13 +33,25 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-SECTIONS = ("step", "data", "eval", "tradeoff")
+SECTIONS = ("step", "data", "eval", "prop", "tradeoff")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the matmul flags that matter here (Linux /proc/cpuinfo, else platform)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
+    return f"{fields.get('model name', platform.machine())}, {'/'.join(flags) or 'no AVX2'}"
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -149,6 +166,82 @@ def bench_eval(encoder, repeats: int, device: torch.device, frames: int) -> list
     ]
 
 
+def spread(values: Sequence[float], fmt: str = "{:.1f}") -> str:
+    """Median and range of repeated measurements, e.g. ``88.0 (85.1-90.2, 3 runs)``."""
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))}, {len(values)} runs)"
+
+
+def propagation_matmuls(features: torch.Tensor, settings) -> tuple[float, float]:
+    """Seconds and GFLOP of the matmuls alone that propagation needs: per frame, each chunk of
+    query rows against the distinct context frames (the context copy made outside the timer)."""
+    from .evaluation.propagation import _MAX_AFFINITY_ELEMENTS, context_indices
+
+    num_frames, h, w, dim = features.shape
+    feats, nodes, seconds, flops = features.reshape(num_frames, h * w, dim), h * w, 0.0, 0.0
+    for t in range(1, num_frames):
+        idx = context_indices(t, settings.n_context, settings.pad_context)
+        context = feats[sorted(set(idx))].reshape(-1, dim)
+        chunk = max(1, _MAX_AFFINITY_ELEMENTS // (len(idx) * nodes))
+        start = time.perf_counter()
+        for row in range(0, nodes, chunk):
+            feats[t, row : row + chunk] @ context.T
+        seconds += time.perf_counter() - start
+        flops += 2 * nodes * context.shape[0] * dim
+    return seconds, flops / 1e9
+
+
+def load_cropmae(path: str | None) -> Callable | None:
+    """``propagate`` from a file outside this repository wrapping CropMAE's released loop."""
+    if not path:
+        return None
+    import importlib.util
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--cropmae-path: no such file {path}")
+    spec = importlib.util.spec_from_file_location("cropmae_propagation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.propagate
+
+
+def bench_propagation(frames: int, grid: tuple[int, int], dim: int, repeats: int, cropmae_path: str | None = None
+                      ) -> list[tuple[str, str, str]]:
+    """Propagation against the plain matmul of its shapes, and against CropMAE's loop if given."""
+    from .evaluation.propagation import PROTOCOLS, propagate_labels
+
+    settings, gen = PROTOCOLS["cropmae"], torch.Generator().manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(frames, *grid, dim, generator=gen), dim=-1)
+    first = torch.softmax(3 * torch.randn(5, *grid, generator=gen), 0)
+    cropmae = load_cropmae(cropmae_path)
+    rates, shares, ratios, ours = [], [], [], None
+    for _ in range(repeats):  # each repeat times the three back to back: ratios survive a shared machine
+        matmul_s, gflop = propagation_matmuls(features, settings)
+        start = time.perf_counter()
+        ours = propagate_labels(features, first, settings)
+        ours_s = time.perf_counter() - start
+        rates.append(gflop / matmul_s)
+        shares.append(100 * matmul_s / ours_s)
+        if cropmae is not None:
+            start = time.perf_counter()
+            theirs = cropmae(features, first, n_context=settings.n_context, topk=settings.topk,
+                             temperature=settings.temperature, radius=settings.radius)
+            ratios.append((time.perf_counter() - start) / ours_s)
+    shape = f"{frames} frames, {grid[0]}x{grid[1]} grid, D={dim}"
+    rows = [
+        ("prop", f"plain matmul of propagation's shapes, {shape} (GFLOP/s)", spread(rates)),
+        ("prop", "propagation, effective (GFLOP/s)", spread([r * s / 100 for r, s in zip(rates, shares)])),
+        ("prop", "propagation / matmul rate (goal >= 85 %)", spread(shares)),
+    ]
+    if cropmae is None:
+        return rows + [("prop", "CropMAE's released loop (--cropmae-path)", "not available")]
+    same = torch.equal(theirs.argmax(1), ours.argmax(1))
+    return rows + [
+        ("prop", "CropMAE's loop / ours, same features, time (goal >= 2)", spread(ratios, "{:.2f}")),
+        ("prop", "CropMAE's loop vs ours: hard labels identical, max soft difference",
+         f"{'yes' if same else 'NO'}, {float((theirs - ours).abs().max()):.1e}"),
+    ]
+
+
 def bench_tradeoff(counts: Sequence[int], frames: int = 40, grid: int = 14, dim: int = 384) -> list[tuple[str, str, str]]:
     """Seconds per video of the trade-off analysis on synthetic features, at each video count."""
     from .evaluation.tradeoff import tradeoff_of_features
@@ -174,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eval-frames", type=int, default=40, help="frames of the 480x880 propagation video")
+    parser.add_argument("--prop-frames", type=int, default=30, help="frames of the propagation-rate video")
+    parser.add_argument("--prop-grid", type=int, nargs=2, default=[30, 55], help="its feature grid (h w)")
+    parser.add_argument("--cropmae-path", default=None,
+                        help="a file outside this repository defining propagate(...) around CropMAE's released loop")
     parser.add_argument("--tradeoff-videos", type=int, nargs="+", default=[100, 1000],
                         help="video counts at which the trade-off analysis is timed")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
@@ -190,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
         rows += bench_data(args.batch_size, args.image_size, args.repeats, step_rate)
     if "eval" in args.sections:
         rows += bench_eval(encoder, args.repeats, device, args.eval_frames)
+    if "prop" in args.sections:
+        rows += bench_propagation(args.prop_frames, tuple(args.prop_grid), 384, args.repeats, args.cropmae_path)
     if "tradeoff" in args.sections:
         rows += bench_tradeoff(args.tradeoff_videos)
     print(f"\n| section | measurement ({device_name(device)}) | value |\n|---|---|---|")

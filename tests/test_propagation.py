@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from co_settle_hf.evaluation.features import extract_video_features, fit_to_patches
 from co_settle_hf.evaluation.metrics import f_measure, jaccard
 from co_settle_hf.evaluation.propagation import (
+    PROTOCOLS,
+    _local_mask,
+    context_indices,
     labels_to_onehot,
     propagate_labels,
     upsample_and_argmax,
@@ -304,3 +307,44 @@ def test_norm_mask_rescales_each_channel_before_the_argmax():
     assert upsample_and_argmax(soft, (2, 2)).tolist() == [[[0, 0], [0, 0]]]
     # After min-max: channel 0 -> [[1, 0], [0.5, 0]], channel 1 -> [[0, 1], [0.2, 0]].
     assert upsample_and_argmax(soft, (2, 2), norm_mask=True).tolist() == [[[0, 1], [0, 0]]]
+
+
+def full_affinity_propagation(feats, first, settings):
+    """The previous implementation: the full (n, slots x N) affinity, masked, one top-k per row."""
+    t_len, h, w, dim = feats.shape
+    n = h * w
+    feats = feats.reshape(t_len, n, dim)
+    labels = torch.zeros(t_len, n, first.shape[0])
+    labels[0] = first.reshape(first.shape[0], n).T
+    far = ~_local_mask(h, w, settings.radius, feats.device, settings.neighbourhood == "square")
+    restricted = 0 if settings.restrict_first_frame else 1
+    for t in range(1, t_len):
+        idx = torch.tensor(context_indices(t, settings.n_context, settings.pad_context))
+        distinct, slot = torch.unique(idx, return_inverse=True)
+        chunk = max(1, 2**25 // (len(idx) * n))
+        ctx_labels = labels[idx].reshape(-1, first.shape[0])
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            affinity = (feats[t, start:stop] / settings.temperature) @ feats[distinct].reshape(-1, dim).T
+            affinity = affinity.view(stop - start, len(distinct), n)[:, slot]
+            affinity[:, restricted:].masked_fill_(far[start:stop, None, :], float("-inf"))
+            weights, ids = affinity.view(stop - start, -1).topk(min(settings.topk, len(idx) * n), dim=1)
+            labels[t, start:stop] = torch.einsum("nk,nkc->nc", torch.softmax(weights, 1), ctx_labels[ids])
+    return labels.permute(0, 2, 1).reshape(t_len, first.shape[0], h, w)
+
+
+@pytest.mark.parametrize("protocol, knobs", [
+    ("cropmae", {}), ("dino", {}), ("cropmae", {"radius": 2.5, "n_context": 4, "topk": 3}),
+    ("cropmae", {"radius": 0.0}), ("cropmae", {"restrict_first_frame": True, "radius": 3.0, "topk": 12}),
+    ("cropmae", {"topk": 200, "radius": 1.5, "n_context": 2}), ("dino", {"radius": 1.0, "pad_context": True}),
+])
+def test_bit_identical_to_the_full_affinity_search(protocol, knobs):
+    """Blockwise top-k, in-place masking and per-run matmuls change no bit of the result.
+
+    (Only exact ties between nodes with different labels may be broken otherwise, as they may
+    by any top-k implementation.) The long video fills the 20-frame queue.
+    """
+    settings = PROTOCOLS[protocol].with_values(**knobs)
+    for seed, (t_len, h, w) in enumerate([(23, 4, 6), (9, 4, 5), (12, 7, 3)]):
+        feats, first = random_video(seed, t_len=t_len, h=h, w=w, dim=16)
+        assert torch.equal(propagate_labels(feats, first, settings), full_affinity_propagation(feats, first, settings))

@@ -99,6 +99,78 @@ def _local_mask(h: int, w: int, radius: float, device: torch.device, square: boo
     return torch.cdist(coords, coords) < radius
 
 
+def _block_size(h: int, w: int, largest: int = 128) -> int:
+    """Nodes per block of the two-stage top-k: whole grid rows, as many as divide h and fit ``largest``."""
+    rows = max([r for r in range(1, h + 1) if h % r == 0 and r * w <= largest], default=1)
+    return rows * w
+
+
+def _reuse(buffer: torch.Tensor, numel: int) -> torch.Tensor:
+    """The first ``numel`` elements of ``buffer`` (grown if needed): no fresh pages per frame.
+
+    Both users start at the buffer's start, so their alignment, which can decide MKL's kernel
+    and so the last bits, is that of a fresh tensor, as before this buffer existed.
+    """
+    return buffer if buffer.numel() >= numel else torch.empty(numel, dtype=buffer.dtype, device=buffer.device)
+
+
+class _Context:
+    """The context of one target frame: its distinct frames and how the slots read them.
+
+    ``topk`` returns exactly what a top-k over the full (n, slots x N) masked affinity returns
+    (the values in the same order; only exact ties may pick other nodes) without building that
+    array. Each distinct frame's affinity is computed once, by one matmul against their features
+    copied into a reused buffer (the same operands as a fresh copy, so the same bits); the mask is
+    added in place, only where the neighbourhood excludes nodes. The top-k
+    runs in two stages: first the k blocks (whole grid rows) with the largest maxima over all
+    slots, then the top k of those k blocks' values. Every value above the k-th block maximum
+    lies in those blocks, so the second stage finds the same k values as a full search.
+    """
+
+    def __init__(self, feats: torch.Tensor, idx: torch.Tensor, restricted: int, grid: tuple[int, int],
+                 buffer: torch.Tensor) -> None:
+        distinct, self.slot = torch.unique(idx, return_inverse=True)
+        self.grid, self.block, self.num_distinct = grid, _block_size(*grid), len(distinct)
+        self.nodes, dim = feats.shape[1:]
+        self.buffer = _reuse(buffer, self.num_distinct * self.nodes * dim)
+        out = self.buffer[: self.num_distinct * self.nodes * dim].view(-1, self.nodes, dim)
+        self.feats = torch.index_select(feats, 0, distinct, out=out).view(-1, dim)  # (U * N, D)
+        # Frame 0 (distinct position 0) is searched in full in the first ``restricted`` slots and,
+        # early in a padded video, restricted in later ones too: it then needs an unmasked copy.
+        self.shared_first = restricted == 1 and bool((self.slot[1:] == 0).any())
+        self.first_masked = 0 if restricted == 0 or self.shared_first else 1
+        self.variant = self.slot.clone()  # slot -> the block of values it reads: a distinct frame, or the copy
+        if self.shared_first:
+            self.variant[0] = self.num_distinct
+
+    def topk(self, query: torch.Tensor, bias: torch.Tensor | None, k: int, buffer: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k affinities of ``query`` rows (n, D) and their ids into the (slots x N) context."""
+        n, nodes, size = query.shape[0], self.nodes, self.block
+        affinity = torch.mm(query, self.feats.T, out=buffer[: n * self.feats.shape[0]].view(n, -1))  # (n, U * N)
+        copy = None
+        if bias is not None:  # (n, N): 0 where kept, -inf where excluded
+            copy = affinity[:, :nodes].clone() if self.shared_first else None
+            affinity.view(n, self.num_distinct, nodes)[:, self.first_masked :].add_(bias[:, None, :])
+        per_frame = nodes // size
+        block_max = affinity.view(n, self.num_distinct * per_frame, size).amax(-1)
+        extra = copy.view(n, per_frame, size).amax(-1) if copy is not None else block_max[:, :per_frame]
+        block_max = torch.cat([block_max, extra], 1).view(n, self.num_distinct + 1, per_frame)
+        num_slots = len(self.slot)
+        _, blocks = block_max[:, self.variant].reshape(n, -1).topk(min(k, num_slots * per_frame), dim=1)
+        slots, within = blocks // per_frame, blocks % per_frame
+        variants = self.variant[slots]
+        frames = variants.masked_fill(variants == self.num_distinct, 0)  # the copy's own values, unmasked
+        offsets = torch.arange(size, device=query.device)
+        values = affinity.gather(1, ((frames * nodes + within * size)[..., None] + offsets).view(n, -1))
+        if copy is not None:
+            from_copy = copy.gather(1, (within[..., None] * size + offsets).view(n, -1))
+            values = torch.where((variants == self.num_distinct).repeat_interleave(size, 1), from_copy, values)
+        weights, picks = values.topk(k, dim=1)
+        block, col = picks // size, picks % size
+        return weights, slots.gather(1, block) * nodes + within.gather(1, block) * size + col
+
+
 def context_indices(t: int, n_context: int, pad: bool = True) -> list[int]:
     """Frames whose labels predict frame t: frame 0, then the ``n_context`` previous frames.
 
@@ -145,8 +217,10 @@ def propagate_labels(
     # Predicted soft labels of every frame, node-major: (T, N, C).
     labels = torch.zeros(num_frames, num_nodes, num_classes, dtype=feats.dtype, device=device)
     labels[0] = first_labels.to(device=device, dtype=feats.dtype).reshape(num_classes, num_nodes).T
-    far = ~_local_mask(h, w, settings.radius, device, settings.neighbourhood == "square")  # (N, N): nodes to exclude
+    far = _local_mask(h, w, settings.radius, device, settings.neighbourhood == "square").logical_not_()
+    excludes = far.any(1)  # rows that exclude some node: only they need the mask
     restricted = 0 if settings.restrict_first_frame else 1  # first context slot the neighbourhood applies to
+    context_buffer = affinity_buffer = torch.empty(0, dtype=feats.dtype, device=device)  # reused across frames
 
     frames = range(1, num_frames)
     if progress:
@@ -155,19 +229,19 @@ def propagate_labels(
         frames = tqdm(frames, desc="propagating", unit="frame")
     for t in frames:
         idx = torch.tensor(context_indices(t, settings.n_context, settings.pad_context), device=device)
-        num_ctx_frames = len(idx)
-        k = min(settings.topk, num_ctx_frames * num_nodes)
-        chunk = max(1, _MAX_AFFINITY_ELEMENTS // (num_ctx_frames * num_nodes))
-        # Early frames repeat frame 0 in the queue: compute each distinct frame's affinity once.
-        distinct, slot = torch.unique(idx, return_inverse=True)
-        ctx_feats = feats[distinct].reshape(-1, dim)  # (U * N, D)
+        k = min(settings.topk, len(idx) * num_nodes)
+        chunk = max(1, _MAX_AFFINITY_ELEMENTS // (len(idx) * num_nodes))
+        context = _Context(feats, idx, restricted, (h, w), context_buffer)  # frame 0 repeated: computed once
+        context_buffer = context.buffer
+        affinity_buffer = _reuse(affinity_buffer, min(chunk, num_nodes) * context.num_distinct * num_nodes)
         ctx_labels = labels[idx].reshape(-1, num_classes)  # (M, C), M = len(idx) * N
         for start in range(0, num_nodes, chunk):
             stop = min(start + chunk, num_nodes)
-            affinity = (feats[t, start:stop] / settings.temperature) @ ctx_feats.T  # (n, U * N); scaling the small side
-            affinity = affinity.view(stop - start, len(distinct), num_nodes)[:, slot]  # (n, len(idx), N)
-            affinity[:, restricted:].masked_fill_(far[start:stop, None, :], float("-inf"))
-            weights, ids = affinity.view(stop - start, -1).topk(k, dim=1)
+            rows_bias = None  # added to the restricted frames' affinity: 0 where kept, -inf where excluded
+            if excludes[start:stop].any():
+                rows_bias = torch.zeros(stop - start, num_nodes, dtype=feats.dtype, device=device)
+                rows_bias.masked_fill_(far[start:stop], float("-inf"))
+            weights, ids = context.topk(feats[t, start:stop] / settings.temperature, rows_bias, k, affinity_buffer)
             weights = torch.softmax(weights, dim=1)  # masked picks (if k > unmasked) get 0
             labels[t, start:stop] = torch.einsum("nk,nkc->nc", weights, ctx_labels[ids])
     return labels.permute(0, 2, 1).reshape(num_frames, num_classes, h, w)

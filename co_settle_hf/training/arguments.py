@@ -122,6 +122,9 @@ class RunArguments:
     gradient_accumulation_steps: int = arg(1, "Micro-batches per optimizer step.")
     mixed_precision: str | None = arg(None, "no, fp16 or bf16.", choices=("no", "fp16", "bf16"))
     seed: int = arg(0, "Seeds every random draw (pairs, augmentation, PEA).")
+    feature_cache_pairs: int = arg(0, "Compute the frozen backbone's three views of this many augmented pairs once and "
+                                   "train the projection on batches sampled from them (0: fresh pairs every step, as "
+                                   "published; see training/feature_cache.py). One process only.")
     cpu: bool = arg(False, "Force the CPU (gloo when several processes).")
     checkpointing_steps: str | None = arg(None, "Save state every N optimizer steps, or 'epoch'.")
     save_total_limit: int | None = arg(None, "Keep only the newest N checkpoints.")

@@ -38,6 +38,11 @@ def training_forward(model: nn.Module, frames: Tensor, generator: torch.Generato
     output = model(pixels, pea=pea)
     z = output.backbone_features.flatten(1, 2).unflatten(0, (3, batch)).transpose(0, 1)
     p = output.features.flatten(1, 2).unflatten(0, (3, batch)).transpose(0, 1)
+    return views_objective(config, z, p, grid)
+
+
+def views_objective(config, z: Tensor, p: Tensor, grid: tuple[int, int]) -> ObjectiveOutput:
+    """The objective on the three views' frozen tokens ``z`` and projections ``p``, (B, 3, N, D) each."""
     return co_settle_objective(
         z, p, grid,
         temperature=config.cycle_temperature,

@@ -34,6 +34,7 @@ from ..modeling_co_settle import CoSettleModel
 from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, parse_args
 from .checkpointing import choose_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from .data import EpochShuffleSampler, training_pairs, validation_pairs
+from .feature_cache import FeatureCache, cached_objective
 from .forward import training_forward
 from .metrics import StepMetrics
 from .run_folder import RunLock, TrainLog, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
@@ -82,6 +83,7 @@ class Run:
     schedule: Schedule
     settings: dict[str, Any]
     output_dir: Path
+    feature_cache: FeatureCache | None = None
 
 
 @dataclass
@@ -271,7 +273,11 @@ def train_micro_batch(run: Run, state: RunState, frames: torch.Tensor | None, nu
         # with zero weight, so processes stay in lockstep and steps stay aligned to batches.
         frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
     with accelerator.accumulate(run.model):
-        out = training_forward(run.model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + state.step))
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step)
+        if run.feature_cache is not None:  # the loader's pair only sets the batch size: the backbone is not run
+            out = cached_objective(run.model, run.feature_cache.sample(len(frames), generator))
+        else:
+            out = training_forward(run.model, frames, generator)
         metrics = StepMetrics.gather(accelerator, out, has_data, num_bad, args.per_device_train_batch_size)
         if not metrics.is_finite():
             where = f"; the last good checkpoint ({state.last_checkpoint}) is kept" if state.last_checkpoint else ""
@@ -352,7 +358,8 @@ def summary(run: Run, state: RunState) -> dict[str, Any]:
     """What the run used and achieved, as the card and training_summary.json record it."""
     settings, elapsed = run.settings, time.perf_counter() - state.started
     names = ("model_name_or_path", "backbone_revision", "data", "clips", "clip_seconds", "processes", "global_batch_size",
-             "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "mixed_precision", "seed", "image_size")
+             "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "mixed_precision", "seed", "image_size",
+             "feature_cache_pairs")
     return {
         **{name: settings[name] for name in names}, "steps": state.step, "epochs": run.schedule.num_epochs, "betas": str(BETAS),
         "bad_samples_skipped": state.bad_samples, "samples_seen": state.samples_seen, **state.last_eval,
@@ -388,10 +395,24 @@ def finish(run: Run, state: RunState, log: TrainLog) -> TrainOutput:
     return TrainOutput(adapter, metrics)
 
 
+def build_feature_cache(run: Run) -> FeatureCache:
+    """The views of the first ``feature_cache_pairs`` pairs, PEA drawn as the uncached steps would."""
+    args, accelerator = run.args, run.accelerator
+    if accelerator.num_processes > 1:
+        raise ValueError("--feature_cache_pairs trains the projection outside the DDP wrapper: use one process")
+    run.loader.set_epoch(0)
+    batches = ((frames, torch.Generator().manual_seed(args.seed * 1_000_003 + i))
+               for i, (frames, _) in enumerate(run.loader) if frames is not None)
+    print(f"co-settle: caching the backbone's views of {args.feature_cache_pairs} pairs", flush=True)
+    return FeatureCache.build(run.model, batches, args.feature_cache_pairs)
+
+
 def train(args: CoSettleTrainingArguments, train_dataset: Any = None) -> TrainOutput:
     """Train a Co-Settle adapter; `train_dataset` (a `datasets.Dataset` or `IterableDataset` with a
     `args.video_column` of paths, bytes or a `Video` feature) replaces the data source flags."""
     run = build_run(args, train_dataset)
+    if args.feature_cache_pairs:
+        run.feature_cache = build_feature_cache(run)
     lock = RunLock(run.output_dir)
     on_main(run.accelerator, lock.acquire)
     try:
