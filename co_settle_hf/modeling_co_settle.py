@@ -227,6 +227,8 @@ class CoSettleModel(PreTrainedModel):
         hub = {name: kwargs.pop(name) for name in PUSH_KWARGS if name in kwargs}
         bundle = bool(self.config.base_model_subfolder) if save_backbone is None else save_backbone
         if push_to_hub:
+            if hub.get("create_pr") and hub.get("revision") not in (None, "main"):
+                raise ValueError(f"create_pr=True opens a pull request against main: leave revision unset (got {hub['revision']!r}).")
             if self.base_is_local() and not bundle:
                 raise LocalBaseError(
                     f"The base backbone {self.config.base_model_name_or_path!r} exists only on this machine, so the pushed "
@@ -478,7 +480,7 @@ def _create_repo(repo_id: str, hub: dict[str, Any]) -> str:
     api = HfApi(token=hub.get("token"))
     repo_id = api.create_repo(repo_id, private=hub.get("private"), exist_ok=True).repo_id
     revision = hub.get("revision")
-    if revision and revision != "main" and not revision.startswith("refs/pr/"):
+    if revision and revision != "main" and not revision.startswith("refs/pr/"):  # a pull request's ref exists already
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     return repo_id
 

@@ -64,3 +64,23 @@ def test_two_processes_write_the_files_of_one(data, tmp_path, task):
             timing = json.loads((tmp_path / folder / "timing.json").read_text())
             assert timing["processes"] == processes and timing["frames"] == {2: 3 * 5, 1: 5 * 5}[processes]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no staging folder left
+
+
+def test_a_bad_video_on_one_process_stops_both_with_its_name(data, tmp_path):
+    broken = tmp_path / "DAVIS"
+    import shutil
+
+    shutil.copytree(data / "DAVIS", broken)
+    jpeg = broken / "JPEGImages" / "480p" / "e" / "00002.jpg"  # sequence e: the second process's share
+    jpeg.write_bytes(jpeg.read_bytes()[:-100])
+    folder, extra = TASKS["davis"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "co_settle_hf.evaluate", "davis", "--model", str(data / "vit"), "--data-root", str(broken),
+               "--output-dir", str(tmp_path / "out"), "--device", "cpu", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert result.returncode != 0
+    assert f"co-settle eval davis: cannot decode image {jpeg}" in result.stderr
+    assert "co_settle_hf/" not in result.stderr  # a message, not a traceback through our code (the launcher adds its own)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))

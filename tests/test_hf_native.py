@@ -269,6 +269,9 @@ def test_push_to_hub_pull_request_tags_and_save_pretrained_push(hub_server, hub_
     assert torch.equal(CoSettleModel.from_pretrained(hub_repo_id, revision=pr.pr_revision)(x).features, adapter(x).features)
     assert HfApi().model_info(hub_repo_id).sha == main.oid  # main is untouched by the pull request
     assert "my-tag" in ModelCard.load(hf_hub_download(hub_repo_id, "README.md", revision=pr.pr_revision)).data.tags
+    with pytest.raises(ValueError, match="leave revision unset"):  # the Hub opens pull requests against main only
+        adapter.push_to_hub(hub_repo_id, create_pr=True, revision="dev")
+    assert [b.name for b in HfApi().list_repo_refs(hub_repo_id).branches] == ["main"]
 
     info = adapter.save_pretrained(tmp_path / "saved", push_to_hub=True, repo_id=hub_repo_id + "-saved", private=True)
     assert info.oid == HfApi().model_info(hub_repo_id + "-saved").sha and HfApi().model_info(hub_repo_id + "-saved").private

@@ -29,6 +29,7 @@ def test_two_processes_with_accelerate_launch(workspace, tmp_path):
         "--backbone", str(workspace / "vit"), "--train-dir", str(workspace / "videos"), "--output-dir", str(output),
         "--max-train-steps", "3", "--image-size", "64", "--learning-rate", "1e-3",
         "--per-device-train-batch-size", "1", "--cpu", "--logging-steps", "1",
+        "--validation_dir", str(workspace / "frames"), "--eval_steps", "3",  # each process validates its share
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -36,7 +37,8 @@ def test_two_processes_with_accelerate_launch(workspace, tmp_path):
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 3 and summary["global_batch_size"] == 2
     records = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+    assert [(r["step"], r["eval_pairs"]) for r in records if "eval_pairs" in r] == [(3, 6)]  # 3 + 3 pairs, summed
     model = CoSettleModel.from_pretrained(output)
     assert model(torch.randn(1, 3, 64, 64)).features.shape == (1, 4, 4, 32)
 

@@ -111,6 +111,41 @@ def _evaluate_video(task: PropagationTask, encoder: DenseEncoder, video: Any, se
     return rows
 
 
+def _run_my_share(task: PropagationTask, encoder: DenseEncoder, videos: list[Any], settings: Sequence[PropagationSettings],
+                  out: OutputFolder | None, folders: Sequence[str], cache: FeatureCache | None,
+                  processes: Processes | None, progress: bool) -> tuple[list[tuple[int, str, Any]], RunStats]:
+    """(video index, "rows" | "too_short" | "error", value) for this process's videos, and its stats."""
+    mine = [i for block in (processes.my_blocks(len(videos)) if processes else [range(len(videos))]) for i in block]
+    stats, results = RunStats(), []
+    iterator: Any = mine
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(mine, desc=task.name, unit="video")
+    for index in iterator:
+        video = videos[index]
+        count = frame_count(video)
+        if count < task.min_frames:
+            print(f"{task.name}: {video.name} has {count} frame(s), scoring needs at least "
+                  f"{task.min_frames}: not scored, listed under too_short", flush=True)
+            results.append((index, "too_short", {"frames": count, "needs": task.min_frames}))
+            continue
+        start = time.perf_counter()
+        try:
+            rows = _evaluate_video(task, encoder, video, settings, out, folders, cache)
+        except (ValueError, OSError) as error:
+            if processes is None or processes.world == 1:
+                raise
+            results.append((index, "error", str(error)))  # raised on every process after the gather, not a hang
+            continue
+        stats.seconds += time.perf_counter() - start
+        stats.frames += count
+        results.append((index, "rows", rows))
+    if cache is not None:
+        stats.cache_hits, stats.cache_misses = cache.hits, cache.misses
+    return results, stats
+
+
 def run_propagation(
     task: PropagationTask,
     encoder: DenseEncoder,
@@ -132,32 +167,7 @@ def run_propagation(
     folders = [""] if len(settings) == 1 else [s.label() for s in settings]
     if len(set(folders)) != len(folders):
         raise ValueError(f"two propagation settings share the label {folders}: sweep distinct values")
-    mine = [i for block in (processes.my_blocks(len(videos)) if processes else [range(len(videos))]) for i in block]
-    stats, results = RunStats(), []
-    iterator: Any = mine
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(mine, desc=task.name, unit="video")
-    for index in iterator:
-        video = videos[index]
-        count = frame_count(video)
-        if count < task.min_frames:
-            print(f"{task.name}: {video.name} has {count} frame(s), scoring needs at least "
-                  f"{task.min_frames}: not scored, listed under too_short", flush=True)
-            results.append((index, "too_short", {"frames": count, "needs": task.min_frames}))
-            continue
-        start = time.perf_counter()
-        try:
-            rows = _evaluate_video(task, encoder, video, settings, out, folders, cache)
-        except (ValueError, OSError) as error:  # reported on every process after the gather, not a hang
-            results.append((index, "error", str(error)))
-            continue
-        stats.seconds += time.perf_counter() - start
-        stats.frames += count
-        results.append((index, "rows", rows))
-    if cache is not None:
-        stats.cache_hits, stats.cache_misses = cache.hits, cache.misses
+    results, stats = _run_my_share(task, encoder, videos, settings, out, folders, cache, processes, progress)
     gathered = sorted(processes.gather(results) if processes else results, key=lambda r: r[0])
     errors = [value for _, kind, value in gathered if kind == "error"]
     if errors:

@@ -1,4 +1,4 @@
-"""The consistency-separability trade-off of SPEC section 5, measured on raw patch features.
+"""The consistency-separability trade-off (the paper's Figure 1), measured on raw patch features.
 
 D_intra (how far patches drift between adjacent frames of one video) and D_inter (how far the
 same patch position lies apart in different videos), both divided by a diameter of the feature
@@ -6,14 +6,14 @@ cloud so that encoders with different feature scales compare; the margin
 D = D_inter - gamma * D_intra (gamma = 0.3, higher is better); plus the cycle accuracy on
 fixed frame pairs and the effective rank of the middle frames' features.
 
-Distances and the effective rank use the features exactly as the encoder returns them (the
-frozen backbone's normed tokens, or the projection's LayerNorm output), NOT L2-normalised, as
-the authors' ``cal_metric.py`` does. Only the cycle accuracy L2-normalises, because it is the
-training metric of SPEC section 2, which walks on unit-norm tokens (the released script walks
-on the raw features). Prefix tokens (CLS, registers) are never part of the features here; the
-released script keeps the base backbone's CLS token in its distances. All metric arithmetic
-runs in float64 so that near-zero distances between almost identical patches are not rounding
-noise.
+Everything uses the features exactly as the encoder returns them (the frozen backbone's normed
+tokens, or the projection's LayerNorm output), NOT L2-normalised, as the authors'
+``cal_metric.py`` does, the cycle accuracy included (``cycle_features="normalised"`` walks on
+unit-norm tokens, the training metric, instead). Prefix tokens (CLS, registers) are never part of
+the features here; the released script keeps the base backbone's CLS token in its distances.
+D_intra runs in float64 so that near-zero distances between almost identical patches are not
+rounding noise; D_inter compares different videos and runs blockwise in the features' precision
+with float64 sums, so that Kinetics-scale runs (20,000 videos) fit in memory.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from co_settle_hf.evaluation.distributed import blocks
 from co_settle_hf.evaluation.features import DenseEncoder, encode_images
 from co_settle_hf.objective.cycle import cycle_consistency_loss
 
@@ -426,34 +427,81 @@ def analyze_tradeoff(
         raise ValueError("encoders is empty")
     settings = TradeoffSettings(**knobs)
     videos = _as_video_list(videos)
-    from co_settle_hf.evaluation.distributed import blocks
-
-    mine = processes.my_blocks(len(videos)) if processes is not None else blocks(len(videos))
-    records = []  # (block, video index, name -> record)
-    for block_index, block in ((blocks(len(videos)).index(b), b) for b in mine):
+    every = blocks(len(videos))
+    mine = processes.my_blocks(len(videos)) if processes is not None else every
+    accumulator = _Accumulator()
+    for block in mine:
         for index in block:
-            records.append((block_index, index, _measure_video(encoders, videos[index], index, settings)))
+            try:
+                accumulator.add(every.index(block), index, _measure_video(encoders, videos[index], index, settings))
+            except ValueError as error:
+                if processes is None or processes.world == 1:
+                    raise
+                accumulator.errors.append(str(error))  # raised on every process after the gather, not a hang
             if progress:
                 print(f"trade-off: video {index + 1} of {len(videos)} done", flush=True)
     if processes is not None:
-        records = processes.gather(records)
-    records.sort(key=lambda r: r[1])
-    if len(records) < 2:
-        raise ValueError(f"the trade-off analysis needs at least two videos, got {len(records)}")
-    return {name: _summarise(name, records, settings) for name in encoders}
+        accumulator = accumulator.gathered(processes)
+    if accumulator.errors:
+        raise ValueError("; ".join(accumulator.errors))
+    return {name: accumulator.summarise(name, settings) for name in encoders}
 
 
 def tradeoff_of_features(features: Iterable[Tensor], **knobs: Any) -> dict[str, float | int]:
     """The analysis on features already computed, one (T, h, w, D) tensor per video, streamed.
 
     What :func:`analyze_tradeoff` does after the backbone (and what ``co-settle bench`` times):
-    per video its D_intra's, cycle accuracy, K sampled patches and Gram matrix, then D_inter.
+    per video its D_intra's, cycle accuracy and K sampled patches, a running Gram matrix, then D_inter.
     """
     settings = TradeoffSettings(**knobs)
-    records = [(0, index, {"model": _video_record(f, settings)}) for index, f in enumerate(features)]
-    if len(records) < 2:
-        raise ValueError(f"the trade-off analysis needs at least two videos, got {len(records)}")
-    return _summarise("model", records, settings)
+    accumulator = _Accumulator()
+    for index, f in enumerate(features):
+        accumulator.add(0, index, {"model": _video_record(f, settings)})
+    return accumulator.summarise("model", settings)
+
+
+class _Accumulator:
+    """Per video a few numbers and K patches; per block of videos one Gram matrix per encoder."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[int, dict[str, dict[str, Any]]]] = []  # (video index, name -> record)
+        self.grams: dict[tuple[int, str], Tensor] = {}  # (block, name) -> summed in video order
+        self.errors: list[str] = []
+
+    def add(self, block: int, index: int, record: dict[str, dict[str, Any]]) -> None:
+        for name, one in record.items():
+            gram = one.pop("gram")
+            key = (block, name)
+            self.grams[key] = self.grams[key] + gram if key in self.grams else gram
+        self.records.append((index, record))
+
+    def gathered(self, processes: Any) -> "_Accumulator":
+        merged = _Accumulator()
+        merged.records = processes.gather(self.records)
+        merged.grams = dict(processes.gather(list(self.grams.items())))
+        merged.errors = processes.gather(self.errors)
+        return merged
+
+    def summarise(self, name: str, settings: TradeoffSettings) -> dict[str, float | int]:
+        if len(self.records) < 2:
+            raise ValueError(f"the trade-off analysis needs at least two videos, got {len(self.records)}")
+        per_video = [record[name] for _, record in sorted(self.records, key=lambda r: r[0])]
+        gram = sum(self.grams[key] for key in sorted(k for k in self.grams if k[1] == name))  # blocks in order
+        inter = inter_video_distances(torch.stack([v["sampled"] for v in per_video]))
+        intra = {key: sum(v[key] for v in per_video) / len(per_video) for key in ("d_intra", "d_intra_95", "d_intra_90")}
+        result: dict[str, float | int] = {
+            "d_intra": intra["d_intra"],
+            "d_inter": inter["d_inter"],
+            "tradeoff_margin": tradeoff_margin(inter["d_inter"], intra["d_intra"], settings.gamma),
+            "cycle_accuracy": sum(v["cycle_accuracy"] for v in per_video) / len(per_video),
+            "effective_rank": effective_rank_from_gram(gram, sum(v["rows"] for v in per_video)),
+            "num_videos": len(per_video),
+        }
+        for share in (95, 90):
+            i, j = intra[f"d_intra_{share}"], inter[f"d_inter_{share}"]
+            result.update({f"d_intra_{share}": i, f"d_inter_{share}": j,
+                           f"tradeoff_margin_{share}": tradeoff_margin(j, i, settings.gamma)})
+        return result
 
 
 def _measure_video(encoders: Mapping[str, DenseEncoder], video: Any, index: int, settings: TradeoffSettings
@@ -465,27 +513,3 @@ def _measure_video(encoders: Mapping[str, DenseEncoder], video: Any, index: int,
     images = preprocess_frames(frames, settings.resize, settings.crop)
     return {key: _video_record(encode_raw(encoder, images, settings.batch_size), settings)
             for key, encoder in encoders.items()}
-
-
-def _summarise(name: str, records: list[tuple[int, int, dict[str, Any]]], settings: TradeoffSettings
-               ) -> dict[str, float | int]:
-    per_video = [r[2][name] for r in records]
-    grams: dict[int, Tensor] = {}
-    for block, _, record in records:  # each block's Gram summed in video order, then blocks in order
-        grams[block] = grams[block] + record[name]["gram"] if block in grams else record[name]["gram"].clone()
-    gram = sum(grams[b] for b in sorted(grams))
-    inter = inter_video_distances(torch.stack([v["sampled"] for v in per_video]))
-    intra = {key: sum(v[key] for v in per_video) / len(per_video) for key in ("d_intra", "d_intra_95", "d_intra_90")}
-    result: dict[str, float | int] = {
-        "d_intra": intra["d_intra"],
-        "d_inter": inter["d_inter"],
-        "tradeoff_margin": tradeoff_margin(inter["d_inter"], intra["d_intra"], settings.gamma),
-        "cycle_accuracy": sum(v["cycle_accuracy"] for v in per_video) / len(per_video),
-        "effective_rank": effective_rank_from_gram(gram, sum(v["rows"] for v in per_video)),
-        "num_videos": len(per_video),
-    }
-    for share in (95, 90):
-        i, j = intra[f"d_intra_{share}"], inter[f"d_inter_{share}"]
-        result.update({f"d_intra_{share}": i, f"d_inter_{share}": j,
-                       f"tradeoff_margin_{share}": tradeoff_margin(j, i, settings.gamma)})
-    return result

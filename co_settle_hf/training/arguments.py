@@ -126,7 +126,7 @@ class RunArguments:
     checkpointing_steps: str | None = arg(None, "Save state every N optimizer steps, or 'epoch'.")
     save_total_limit: int | None = arg(None, "Keep only the newest N checkpoints.")
     resume_from_checkpoint: str | None = arg(None, "A checkpoint folder, or 'latest'.")
-    eval_steps: int | None = arg(None, "Validate every N optimizer steps (and at the end).")
+    eval_steps: int | None = arg(None, "Validate every N optimizer steps and at the end (default: --logging_steps).")
     save_best: bool = arg(False, "Also keep the adapter of the best validation cycle accuracy in output_dir/best "
                           "(beware: the positional shortcut can fool this metric).")
     logging_steps: int = arg(10, "Log the training metrics every N optimizer steps.")
