@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_fixtures import tradeoff_videos, write_davis, write_tradeoff_clips
+from eval_fixtures import tradeoff_videos, write_davis, write_tradeoff_clips, write_ucf101
 from tiny_backbones import save_backbone
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = {"davis": ("DAVIS", ["--size", "64", "96"]), "tradeoff": ("clips", [])}
+TASKS = {"davis": ("DAVIS", ["--size", "64", "96"]), "tradeoff": ("clips", []),
+         "retrieval": ("UCF101", ["--num-frames", "2"])}
+#: What each task's results count, and how many there are.
+COUNTS = {"davis": ("num_sequences", 5), "tradeoff": ("num_videos", 5), "retrieval": ("gallery", 6)}
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,7 @@ def data(tmp_path_factory) -> Path:
     save_backbone("vit", root / "vit")
     write_davis(root / "DAVIS", names=("a", "b", "c", "d", "e"))  # 5 sequences: 3 and 2 per process
     write_tradeoff_clips(root / "clips", tradeoff_videos(5))
+    write_ucf101(root / "UCF101", train=3, test=1, classes=2)  # 8 videos: 4 and 4 per process
     return root
 
 
@@ -52,8 +56,8 @@ def test_two_processes_write_the_files_of_one(data, tmp_path, task):
     for name in expected:
         assert got[name] == expected[name], name  # byte for byte: same numbers, same order
     results = json.loads((tmp_path / "two" / "results.json").read_text())
-    count = next(iter(results.values()))["num_sequences" if task == "davis" else "num_videos"]
-    assert count == 5
+    key, count = COUNTS[task]
+    assert next(iter(results.values()))[key] == count
     if task == "davis":  # the main process evaluated its share of the sequences, 3 of 5
         assert "3/3" in two.stderr and "5/5" in one.stderr
         for folder, processes in (("two", 2), ("one", 1)):

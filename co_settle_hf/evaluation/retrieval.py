@@ -249,7 +249,7 @@ def write_retrieval_results(scores: dict[str, Any], split: RetrievalSplit, setti
         writer.writeheader()
         writer.writerows(scores["per_class"])
     confusion_figure(scores["confusion"], split.classes, out.path("confusion.png"),
-                     f"{title}\n{split.dataset} split {split.split}: top-1 class of each query "
+                     f"{title}\n{split.dataset.upper()} split {split.split}: top-1 class of each query "
                      f"(R@1 = {scores['recall']['R@1']:.3f})")
     return summary
 
