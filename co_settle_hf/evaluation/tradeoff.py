@@ -153,6 +153,7 @@ def d_inter(
 
 #: Rows of the pair-distance block (rows x videos) computed at once: bounds D_inter's working memory.
 INTER_BLOCK_ROWS = 512
+INTER_BLOCK_COLUMNS = 4096
 
 
 def mean_pair_distance(sampled: Tensor, block_rows: int = INTER_BLOCK_ROWS) -> float:
@@ -161,23 +162,44 @@ def mean_pair_distance(sampled: Tensor, block_rows: int = INTER_BLOCK_ROWS) -> f
     ``sampled`` is (N, K, D). Each block of rows is compared with every later video through one
     matrix product (|a|^2 + |b|^2 - 2 a.b), in the features' own precision (float32 features stay
     float32; the naive (N, N, K, D) difference tensor is never built); sums run in float64. Memory
-    is O(block_rows x N) on top of the input, time O(N^2 K D).
+    is O(block_rows x INTER_BLOCK_COLUMNS) on top of the input, time O(N^2 K D).
     """
     n, k, _ = sampled.shape
     if n < 2:
         raise ValueError(f"D_inter needs at least two videos, got {n}")
     total = torch.zeros((), dtype=torch.float64)
+    points = torch.empty_like(sampled[:, 0], memory_format=torch.contiguous_format)  # one buffer for every position
     for position in range(k):
-        points = sampled[:, position].contiguous()
+        points.copy_(sampled[:, position])
         norms = (points * points).sum(dim=-1)
         for start in range(0, n - 1, block_rows):
             stop = min(start + block_rows, n)
-            rows, cols = points[start:stop], points[start:]  # pairs (i, j) with start <= i < stop, j >= start
-            squared = torch.addmm(norms[None, start:], rows, cols.T, alpha=-2).add_(norms[start:stop, None])
-            distances = squared.clamp_min_(0).sqrt_()
-            distances[:, : stop - start].triu_(diagonal=1)  # this block's own pairs: i < j only
-            total += distances.sum(dim=1).to(torch.float64).sum()  # row sums in place precision, then float64
+            # Pairs (i, j) with start <= i < stop and j >= start, in column blocks of one fixed size, so
+            # the allocator reuses one buffer instead of fragmenting its heap with ever smaller ones.
+            for first in range(start, n, INTER_BLOCK_COLUMNS):
+                last = min(first + INTER_BLOCK_COLUMNS, n)
+                squared = torch.addmm(norms[None, first:last], points[start:stop], points[first:last].T, alpha=-2)
+                distances = squared.add_(norms[start:stop, None]).clamp_min_(0).sqrt_()
+                if first == start:
+                    distances[:, : stop - start].triu_(diagonal=1)  # this block's own pairs: i < j only
+                total += distances.sum(dim=1).to(torch.float64).sum()  # row sums in place precision, then float64
     return float(total / (n * (n - 1) / 2) / k)
+
+
+def distances_to_centre(points: Tensor, chunk_rows: int = 1 << 12) -> Tensor:
+    """|p - mean| of every row of ``points`` (M, D), a chunk at a time into one reused buffer.
+
+    Fresh per-chunk temporaries fragment the C heap (RSS grew by hundreds of MB at Kinetics scale);
+    writing through ``out=`` keeps the extra memory at one chunk.
+    """
+    centre = points.mean(dim=0)
+    result = points.new_empty(len(points))
+    buffer = points.new_empty(min(chunk_rows, len(points)), points.shape[1])
+    for start in range(0, len(points), chunk_rows):
+        rows = points[start : start + chunk_rows]
+        work = torch.sub(rows, centre, out=buffer[: len(rows)])
+        torch.linalg.vector_norm(work, dim=-1, out=result[start : start + len(rows)])
+    return result
 
 
 def inter_video_distances(sampled: Tensor) -> dict[str, float]:
@@ -189,9 +211,7 @@ def inter_video_distances(sampled: Tensor) -> dict[str, float]:
     if not isinstance(sampled, Tensor) or sampled.ndim != 3:
         raise ValueError(f"sampled patches must be (N, K, D), got {getattr(sampled, 'shape', type(sampled).__name__)}")
     distance = mean_pair_distance(sampled)
-    chunks = sampled.reshape(-1, sampled.shape[-1]).split(1 << 12)  # float64 a chunk at a time, never all of it
-    centre = sum(chunk.to(torch.float64).sum(dim=0) for chunk in chunks) / sum(len(chunk) for chunk in chunks)
-    to_centre = torch.cat([(chunk.to(torch.float64) - centre).norm(dim=-1) for chunk in chunks]).sort().values
+    to_centre = distances_to_centre(sampled.reshape(-1, sampled.shape[-1])).sort().values
     result = {"d_inter_raw": distance}
     for share, key in ((100, "d_inter"), (95, "d_inter_95"), (90, "d_inter_90")):
         radius = to_centre[max(1, int(len(to_centre) * share / 100)) - 1]
