@@ -7,7 +7,7 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 from .backbones.positions import POSITION_INTERPOLATIONS
-from .projection_init import PROJECTION_INITS
+from .projection_init import PROJECTION_INIT_CHOICES, RELEASED
 
 PROJECTION_DEPTH = {"linear": 1, "mlp2": 2, "mlp3": 3}  # Linear layers of each projection kind
 PROJECTIONS = tuple(PROJECTION_DEPTH)
@@ -53,8 +53,10 @@ class CoSettleConfig(PreTrainedConfig):
         frame_gap: delta, the gap between the two frames as a fraction of the clip (recorded for
             retraining and shown in the model card).
         initializer_range: std of the truncated-normal initialisation of the projection's weights.
-        projection_init: how a fresh projection's linears start: `trunc_normal`, `xavier` or
-            `default` (PyTorch's), as the released model of each backbone family does.
+        projection_init: how a fresh projection's linears start: `released` (as the authors' model
+            file of the backbone's family does; `from_backbone` records the concrete name), or
+            `trunc_normal`, `xavier`, `default` (PyTorch's), `identity` (W = c I: the untrained
+            adapter keeps the frozen features, see `projection_init`).
         apply_final_norm: whether the backbone's final LayerNorm is applied to the patch tokens
             (the authors' I-JEPA evaluation forward does not apply it).
         position_interpolation: how positional embeddings are resized at other input sizes:
@@ -87,7 +89,7 @@ class CoSettleConfig(PreTrainedConfig):
         separability_weight: float = 3.0,
         frame_gap: float = 0.15,
         initializer_range: float = 0.02,
-        projection_init: str = "trunc_normal",
+        projection_init: str = RELEASED,
         apply_final_norm: bool = True,
         position_interpolation: str = "transformers",
         **kwargs: Any,
@@ -96,7 +98,7 @@ class CoSettleConfig(PreTrainedConfig):
         _check_choice("separability", separability, SEPARABILITY_KINDS)
         _check_choice("kl_direction", kl_direction, KL_DIRECTIONS)
         _check_choice("pea_mode", pea_mode, PEA_MODES)
-        _check_choice("projection_init", projection_init, tuple(PROJECTION_INITS))
+        _check_choice("projection_init", projection_init, PROJECTION_INIT_CHOICES)
         _check_choice("position_interpolation", position_interpolation, tuple(POSITION_INTERPOLATIONS))
         if cycle_temperature <= 0:
             raise ValueError(f"cycle_temperature must be positive, got {cycle_temperature}")

@@ -28,7 +28,7 @@ from transformers.utils.hub import extract_commit_hash
 from .backbones.encoder import BackboneEncoder, PositionCrop
 from .configuration_co_settle import PROJECTION_DEPTH, CoSettleConfig
 from .image_processing_co_settle import save_image_processor
-from .projection_init import PROJECTION_INITS
+from .projection_init import PROJECTION_INITS, RELEASED, resolve_projection_init
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
@@ -114,7 +114,8 @@ class CoSettleModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # As the released model of the backbone's family initialises its adapter (config.projection_init).
         if isinstance(module, nn.Linear):
-            PROJECTION_INITS[self.config.projection_init](module, self.config.initializer_range)
+            init = resolve_projection_init(self.config.projection_init, self.config.base_model_type)
+            PROJECTION_INITS[init](module, self.config.initializer_range)
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -182,6 +183,7 @@ class CoSettleModel(PreTrainedModel):
         if not backbone.supports_pea:
             settings["pea_alpha"] = None  # nothing to augment: PEA has no meaning here
         settings.update(config_overrides)
+        settings["projection_init"] = resolve_projection_init(settings.get("projection_init", RELEASED), backbone.model_type)
         return cls(CoSettleConfig(**settings), backbone=backbone)
 
     # ------------------------------------------------------------------ forward

@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,6 +48,7 @@ from co_settle_hf.data import (  # noqa: E402
     sample_pair_indices,
 )
 from co_settle_hf.data import frames as frames_module  # noqa: E402
+from co_settle_hf.data.transforms import CROP_RULES  # noqa: E402
 
 T, H, W, FPS = 30, 32, 48, 10
 FORMATS = [  # (suffix, codec): every container the library promises, each with an encoder PyAV ships
@@ -333,6 +335,40 @@ def test_random_resized_crop_fallback_is_centred() -> None:
     assert random_resized_crop_params(10, 30, scale=(2.0, 3.0)) == (0, 8, 10, 13)  # too wide: clamp to 4/3
     assert random_resized_crop_params(30, 10, scale=(2.0, 3.0)) == (8, 0, 13, 10)  # too tall: clamp to 3/4
     assert random_resized_crop_params(20, 20, scale=(2.0, 3.0)) == (0, 0, 20, 20)
+
+
+@pytest.mark.parametrize(("rule", "mean_area", "full_share"), [("torchvision", 0.69, 0.02), ("released", 0.74, 0.27)])
+def test_crop_rules_match_the_measured_statistics(rule: str, mean_area: float, full_share: float) -> None:
+    # SPEC section 9, over 50k draws: the released single draw clipped to the image gives larger and
+    # far more often full-width or full-height crops than torchvision's 10 tries.
+    generator, draws = torch.Generator().manual_seed(0), 20_000
+    boxes = [CROP_RULES[rule](224, 224, (0.5, 1.0), (3 / 4, 4 / 3), generator) for _ in range(draws)]
+    assert all(0 <= top <= 224 - h and 0 <= left <= 224 - w for top, left, h, w in boxes)
+    assert sum(h * w for _, _, h, w in boxes) / (draws * 224**2) == pytest.approx(mean_area, abs=0.01)
+    assert sum(h == 224 or w == 224 for _, _, h, w in boxes) / draws == pytest.approx(full_share, abs=0.015)
+
+
+def test_transform_resize_paths() -> None:
+    checker = torch.from_numpy(np.kron((np.indices((6, 12)).sum(0) % 2) * 255, np.ones((10, 10))).astype(np.uint8))
+    frames = checker[None, :, :, None].expand(1, 60, 120, 3).contiguous()  # sharp edges: bicubic overshoots
+    whole = dict(size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+    images = frames.permute(0, 3, 1, 2)
+    # short_side: the short side to 256/224 of the size (37) bilinear, then bicubic to the square.
+    short = F.interpolate(images, size=(37, 74), mode="bilinear", antialias=True)
+    expected = F.interpolate(short, size=(32, 32), mode="bicubic", antialias=True).float() / 255
+    torch.testing.assert_close(PairTransform(**whole, resize="short_side")(frames), expected, atol=1e-6, rtol=0)
+    # released: bilinear to the square in floats (the full-image crop is then not resized).
+    expected = F.interpolate(images.float(), size=(32, 32), mode="bilinear", antialias=True) / 255
+    torch.testing.assert_close(PairTransform(**whole, resize="released")(frames), expected, atol=1e-6, rtol=0)
+    # The crop runs on floats without clamping under `released`, on uint8 (clamped to [0, 1]) by default.
+    cropped = {**whole, "scale": (0.3, 0.3)}
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    default, released = (PairTransform(**cropped, resize=path)(frames, generator=generator()) for path in ("antialiased", "released"))
+    assert 0 <= default.min() and default.max() <= 1 and (released.min() < -0.01 or released.max() > 1.01)
+    with pytest.raises(ValueError, match="resize must be one of antialiased, released, short_side; got 'nearest'"):
+        PairTransform(resize="nearest")
+    with pytest.raises(ValueError, match="crop_rule must be one of torchvision, released; got 'byol'"):
+        PairTransform(crop_rule="byol")
 
 
 def test_transform_shape_and_identical_frames() -> None:

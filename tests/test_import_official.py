@@ -94,6 +94,19 @@ def test_ddp_prefix_is_accepted():
     assert encoder.model.config.num_attention_heads == 12 and encoder.hidden_size == WIDTH["mocov3"]
 
 
+def assert_starts_as(linear: torch.nn.Linear, init: str) -> None:
+    """The statistics each named initialisation gives a square Linear."""
+    weight, bias, width = linear.weight.detach(), linear.bias.detach(), linear.in_features
+    if init == "trunc_normal":  # std 0.02, truncated at +-2 (torch's absolute bounds), zero bias
+        assert 0.015 < weight.std() < 0.025 and weight.abs().max() <= 2 and abs(weight.mean()) < 0.005 and not bias.any()
+    elif init == "xavier":  # uniform in +-sqrt(6 / (fan_in + fan_out))
+        bound = (6 / (2 * width)) ** 0.5
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.8 * bound and not bias.any()
+    else:  # PyTorch's kaiming-uniform default: weights and biases within 1 / sqrt(fan_in)
+        bound = width ** -0.5
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.8 * bound and bias.abs().max() <= bound and bias.any()
+
+
 @pytest.mark.parametrize("init", ["trunc_normal", "xavier", "default"])
 def test_projection_init_follows_the_family(init, tmp_path):
     from tiny_backbones import build_backbone, save_backbone
@@ -103,19 +116,50 @@ def test_projection_init_follows_the_family(init, tmp_path):
     backbone = str(save_backbone("vit", tmp_path / "vit"))
     torch.manual_seed(0)
     model = CoSettleModel.from_backbone(backbone, projection_init=init, projection="mlp2")
-    width = model.config.hidden_size
     for linear in model.projection.linears:
-        weight, bias = linear.weight.detach(), linear.bias.detach()
-        if init == "trunc_normal":  # std 0.02
-            assert 0.015 < weight.std() < 0.025 and not bias.any()
-        elif init == "xavier":  # uniform in +-sqrt(6 / (fan_in + fan_out))
-            bound = (6 / (2 * width)) ** 0.5
-            assert weight.abs().max() <= bound and weight.abs().max() > 0.8 * bound and not bias.any()
-        else:  # PyTorch's kaiming-uniform default: weights and biases within 1 / sqrt(fan_in)
-            bound = width ** -0.5
-            assert weight.abs().max() <= bound and bias.abs().max() <= bound and bias.any()
-    assert torch.equal(model.projection.norm.weight, torch.ones(width))
+        assert_starts_as(linear, init)
+    assert torch.equal(model.projection.norm.weight, torch.ones(model.config.hidden_size))
     model.save_pretrained(tmp_path / "adapter")
     assert CoSettleModel.from_pretrained(tmp_path / "adapter").config.projection_init == init
-    with pytest.raises(ValueError, match="projection_init must be one of trunc_normal, xavier, default; got 'identity'"):
-        CoSettleModel.from_backbone(build_backbone("vit"), projection_init="identity")
+    assert f"| projection initialisation | `{init}` |" in (tmp_path / "adapter" / "README.md").read_text()
+    with pytest.raises(ValueError, match="projection_init must be one of released, trunc_normal, xavier, default, identity; got 'orthogonal'"):
+        CoSettleModel.from_backbone(build_backbone("vit"), projection_init="orthogonal")
+
+
+@pytest.mark.parametrize(("model_type", "init"), [("dinov2", "trunc_normal"), ("clip_vision_model", "default"), ("vit_mae", "xavier")])
+def test_released_init_is_the_family_s_and_recorded_by_name(model_type, init):
+    from tiny_backbones import build_backbone
+
+    from co_settle_hf import CoSettleConfig, CoSettleModel
+
+    assert CoSettleConfig().projection_init == "released"  # the default, resolved when the backbone is known
+    torch.manual_seed(0)
+    model = CoSettleModel.from_backbone(build_backbone(model_type))
+    assert model.config.projection_init == init  # what config.json and the card record
+    assert_starts_as(model.projection.linears[0], init)
+    bare = CoSettleModel(CoSettleConfig(hidden_size=32, base_model_type=model_type))  # built without a backbone
+    assert bare.config.projection_init == "released"
+    assert_starts_as(bare.projection.linears[0], init)
+
+
+@pytest.mark.parametrize("projection", ["linear", "mlp2"])
+def test_identity_init_starts_at_the_frozen_features(projection):
+    from tiny_backbones import build_backbone
+
+    from co_settle_hf import CoSettleModel
+    from co_settle_hf.projection_init import PROJECTION_INITS
+
+    backbone = build_backbone("dinov2")
+    with torch.no_grad():  # give the tokens a per-token mean and a scale, as real final norms do
+        backbone.layernorm.weight.uniform_(0.5, 3.0)
+        backbone.layernorm.bias.normal_(0.0, 0.3)
+    pixels = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    cosine = {}
+    for init in ("identity", "trunc_normal"):
+        model = CoSettleModel.from_backbone(backbone, projection_init=init, projection=projection)
+        with torch.no_grad():
+            output = model(pixels)
+        cosine[init] = torch.nn.functional.cosine_similarity(output.features, output.backbone_features, dim=-1).mean()
+    assert cosine["identity"] > 0.99 and abs(cosine["trunc_normal"]) < 0.5
+    with pytest.raises(ValueError, match="projection_init 'identity' needs a square projection"):
+        PROJECTION_INITS["identity"](torch.nn.Linear(4, 6), 0.02)

@@ -17,7 +17,7 @@ from tiny_backbones import build_backbone, save_backbone
 from trainer_fixtures import FAST, good_clips_and_one_broken, run, workspace  # noqa: F401 (a fixture)
 
 from co_settle_hf import CoSettleModel
-from co_settle_hf.data import BadDataError
+from co_settle_hf.data import BadDataError, PairTransform
 from co_settle_hf.training.trainer import main as train
 
 
@@ -247,3 +247,15 @@ def test_relative_position_backbones_need_pea_off_explicitly(workspace, tmp_path
     assert not (tmp_path / "refused").exists()
     output = train([*args, "--output-dir", str(tmp_path / "ok"), "--no-pea"])
     assert CoSettleModel.from_pretrained(output).config.pea_alpha is None
+
+
+def test_projection_init_resize_and_crop_rule_reach_the_run_and_its_card(workspace, tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr("co_settle_hf.training.trainer.PairTransform", lambda **kw: built.append(kw) or PairTransform(**kw))
+    output = run(workspace, tmp_path / "out", "--projection-init", "identity", "--resize", "released", "--crop-rule", "released", steps=1)
+    assert (built[0]["resize"], built[0]["crop_rule"]) == ("released", "released")
+    assert json.loads((output / "config.json").read_text())["projection_init"] == "identity"
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert (summary["resize"], summary["crop_rule"]) == ("released", "released")
+    card = (output / "README.md").read_text()
+    assert "| projection initialisation | `identity` |" in card and "| resize | released |" in card and "| crop_rule | released |" in card

@@ -191,12 +191,16 @@ def test_resume_applies_or_refuses_every_changed_setting(workspace, tmp_path):
                                ("--train-dir", str(workspace / "frames"), "data: "), ("--pool-size", "1", "pool_size: 2 -> 1")]:
         with pytest.raises(SystemExit, match=f"other settings.*{shown}"):
             run(workspace, output, "--resume-from-checkpoint", "latest", flag, value, steps=4)
+    with pytest.raises(SystemExit, match="other settings.*resize: 'antialiased' -> 'short_side'; crop_rule: 'torchvision' -> 'released'; "
+                                         "projection_init: 'released' -> 'identity'"):
+        run(workspace, output, "--resume-from-checkpoint", "latest", "--resize", "short_side", "--crop-rule", "released",
+            "--projection-init", "identity", steps=4)
     resumed = run(workspace, output, "--resume-from-checkpoint", "latest", "--learning-rate", "5e-3", steps=4)
     records = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
     # Warm-up 1 step, then cosine over 4: the new peak 5e-3 sets the rate from step 3 on.
     assert records[2]["lr"] == pytest.approx(5e-3 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 2 / 3)).item()))
     summary = json.loads((resumed / "training_summary.json").read_text())
-    assert summary["learning_rate"] == 5e-3
+    assert summary["learning_rate"] == 5e-3 and (summary["resize"], summary["crop_rule"]) == ("antialiased", "torchvision")
     assert summary["changed_on_resume"] == [{"step": 2, "learning_rate": [1e-3, 5e-3], "warmup_steps": [0, 1], "max_steps": [2, 4]}]
     assert "changed_on_resume" in (resumed / "README.md").read_text()
 

@@ -200,6 +200,7 @@ def _settings(config: CoSettleConfig) -> str:
     rows = [
         ("backbone family", f"`{config.base_model_type}` (patch {config.patch_size}, {config.num_prefix_tokens} prefix tokens dropped)"),
         ("projection", f"`{config.projection}`"),
+        ("projection initialisation", f"`{config.projection_init}`"),
         ("cycle temperature", config.cycle_temperature),
         ("pooling on the patch grid", f"{config.pool_size}x{config.pool_size}"),
         ("PEA", pea),

@@ -21,6 +21,8 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..configuration_co_settle import KL_DIRECTIONS, PEA_MODES, PROJECTIONS, SEPARABILITY_KINDS, CoSettleConfig
+from ..data.transforms import CROP_RULES, RESIZE_PATHS, PairTransform
+from ..projection_init import PROJECTION_INIT_CHOICES
 
 _CONFIG = CoSettleConfig()
 SCHEDULERS = ("cosine", "linear", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
@@ -55,6 +57,11 @@ def arg(default: Any, help: str, **metadata: Any) -> Any:
     return field(default=default, metadata={"help": help, **metadata})
 
 
+def augmentation(name: str, help: str, **metadata: Any) -> Any:
+    """A field whose default is PairTransform's `name`."""
+    return arg(inspect.signature(PairTransform).parameters[name].default, help, **metadata)
+
+
 @dataclass
 class ModelArguments:
     """The frozen backbone and the Co-Settle method."""
@@ -64,6 +71,7 @@ class ModelArguments:
                                          aliases=["--backbone"])
     model_revision: str | None = arg(None, "Branch, tag or commit of the backbone.", aliases=["--backbone_revision", "--backbone-revision"])
     projection: str = method("projection", choices=PROJECTIONS)
+    projection_init: str = method("projection_init", choices=PROJECTION_INIT_CHOICES)
     cycle_temperature: float = method("cycle_temperature")
     pool_size: int = method("pool_size")
     pea_alpha: float = method("pea_alpha")
@@ -91,6 +99,12 @@ class DataArguments:
     validation_split: str | None = arg(None, "A held-out split of --dataset_name for validation every --eval_steps.")
     image_size: int = method("image_size")
     frame_gap: float = method("frame_gap")
+    resize: str = augmentation("resize", "How frames are resized before the crop: antialiased (both resizes bicubic in uint8), "
+                               "released (bilinear to the square, crop on floats unclamped, as the released code) or "
+                               "short_side (short side to 256/224 of the size bilinear, then bicubic to the square).",
+                               choices=tuple(RESIZE_PATHS))
+    crop_rule: str = augmentation("crop_rule", "The RandomResizedCrop rule: torchvision (10 tries, then the centre) or released "
+                                  "(one draw clipped to the image, BYOL style, as the released code).", choices=tuple(CROP_RULES))
     clip_seconds: float | None = arg(None, "Cut every video longer than this into consecutive clips of about this many "
                                      "seconds; the frame gap is taken within a clip. Default 10 (the length of the "
                                      "Kinetics clips the gap was defined on); 0 keeps whole videos.")

@@ -109,7 +109,7 @@ def validation_pairs(args: CoSettleTrainingArguments, mean: Sequence[float], std
         label = f"--validation_split {args.validation_split}"
     else:
         return None
-    plain = PairTransform(size=args.image_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, mean=mean, std=std)
+    plain = PairTransform(size=args.image_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, mean=mean, std=std, resize=args.resize)
     windows = split_long_videos(clips, args.clip_length, args.split_at_cuts) if args.clip_length > 0 else clips
     if len(windows) == 0:
         raise SystemExit(f"{label}: holds no videos")

@@ -22,8 +22,8 @@ SECRET_NAME = re.compile(r"token|secret|passw|credential|auth|(^|_)(api_?)?keys?
 REPLAYED = (
     "processes", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "clip_repeats",
     "data", "dataset_config_name", "train_split", "video_column", "streaming", "clips", "clip_seconds", "split_at_cuts",
-    "max_train_samples", "image_size", "frame_gap", "imagenet_normalization",
-    "model_name_or_path", "backbone_revision", "hidden_size", "projection", "cycle_temperature", "pool_size",
+    "max_train_samples", "image_size", "frame_gap", "imagenet_normalization", "resize", "crop_rule",
+    "model_name_or_path", "backbone_revision", "hidden_size", "projection", "projection_init", "cycle_temperature", "pool_size",
     "pea_alpha", "no_pea", "pea_mode", "pea_per_sample", "separability", "kl_direction", "separability_weight",
     "mixed_precision",
 )

@@ -173,7 +173,8 @@ def build_run(args: CoSettleTrainingArguments, train_dataset: Any = None) -> Run
     set_seed(args.seed)
     backbone = load_backbone(args)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.imagenet_normalization else (backbone.image_mean, backbone.image_std)
-    pairs, label = training_pairs(args, PairTransform(size=args.image_size, mean=mean, std=std), train_dataset)
+    pairs, label = training_pairs(
+        args, PairTransform(size=args.image_size, mean=mean, std=std, resize=args.resize, crop_rule=args.crop_rule), train_dataset)
     validation = validation_pairs(args, mean, std)
     method = {name: getattr(args, name) for name in METHOD_FIELDS}
     model = CoSettleModel.from_backbone(backbone, image_mean=list(mean), image_std=list(std),
@@ -359,7 +360,7 @@ def summary(run: Run, state: RunState) -> dict[str, Any]:
     settings, elapsed = run.settings, time.perf_counter() - state.started
     names = ("model_name_or_path", "backbone_revision", "data", "clips", "clip_seconds", "processes", "global_batch_size",
              "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "mixed_precision", "seed", "image_size",
-             "feature_cache_pairs")
+             "resize", "crop_rule", "feature_cache_pairs")
     return {
         **{name: settings[name] for name in names}, "steps": state.step, "epochs": run.schedule.num_epochs, "betas": str(BETAS),
         "bad_samples_skipped": state.bad_samples, "samples_seen": state.samples_seen, **state.last_eval,
