@@ -105,3 +105,17 @@ def test_the_command_line_sweep_writes_one_table_and_reuses_the_cache(tmp_path):
     assert timing["cache_hits"] == 2 and timing["cache_misses"] == 0
     with (tmp_path / "two" / labels[0] / "per-sequence_results-val.csv").open() as handle:
         assert [r[0] for r in csv.reader(handle)][1:] == ["alpha_1", "alpha_2", "beta_1", "beta_2"]
+
+
+def test_the_backbone_key_follows_feature_settings_and_an_adapter_names_its_backbone(tmp_path):
+    from co_settle_hf.backbones.encoder import BackboneEncoder
+    from co_settle_hf.evaluation.cache import model_fingerprint
+    from co_settle_hf.modeling_co_settle import CoSettleModel
+
+    save_backbone("vit", tmp_path / "vit")
+    plain, other = (BackboneEncoder.from_pretrained(str(tmp_path / "vit")) for _ in range(2))
+    assert model_fingerprint(plain) == model_fingerprint(other)  # same weights and settings: shared entries
+    other.use_feature_settings(apply_final_norm=False)
+    assert model_fingerprint(plain) != model_fingerprint(other)  # other features, other entries
+    adapter = CoSettleModel.from_backbone(plain)
+    assert model_fingerprint(adapter) != model_fingerprint(CoSettleModel(adapter.config, backbone=other))

@@ -333,7 +333,10 @@ def test_two_model_davis_comparison_equals_two_single_runs(workspace, tmp_path):
     singles = [cli_main(["davis", "--model", m, *data, "--output-dir", str(tmp_path / f"one{i}"), *COMPARE_ARGS])
                for i, m in enumerate(models)]
     assert both == {**singles[0], **singles[1]}
-    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 4  # 2 sequences x 2 models, computed once
+    # The adapter is on the same backbone: one backbone pass per sequence serves both models.
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2
+    timing = json.loads((tmp_path / "both" / model_folder(1, models[1]) / "timing.json").read_text())
+    assert timing["cache_hits"] == 2 and timing["cache_misses"] == 0
     table = _rows(tmp_path / "both" / "comparison.csv")
     assert [r["item"] for r in table] == ["mean (J&F-Mean)", "alpha_1", "alpha_2", "beta_1", "beta_2"]
     for i, model in enumerate(models):

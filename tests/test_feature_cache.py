@@ -31,7 +31,8 @@ def test_cached_step_equals_the_uncached_step(tmp_path):
     cache = FeatureCache.build(model, [(frames, torch.Generator().manual_seed(7))], num_pairs=1)
     cache.save(tmp_path / "views.safetensors")
     cache = FeatureCache.load(tmp_path / "views.safetensors")
-    cached = cached_objective(model, cache.sample(1, torch.Generator().manual_seed(0)))
+    (batch,) = cache.epoch_batches(batch=1, steps=1, seed=0, epoch=0)
+    cached = cached_objective(model, batch)
     cached.loss.backward()
     assert torch.equal(cached.loss, uncached.loss)
     assert all(torch.equal(a, b) for a, b in zip(gradients(model), want))
@@ -57,3 +58,28 @@ def test_trainer_with_a_cache_of_its_first_batch_takes_the_same_first_step(works
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5)
     assert json.loads((cached / "training_summary.json").read_text())["feature_cache_pairs"] == 2
+
+
+def test_epoch_batches_see_every_pair_once_per_pass_and_replay():
+    cache = FeatureCache(torch.arange(5.0).view(5, 1, 1, 1, 1).expand(5, 3, 1, 1, 1))
+    seen = [int(v) for views in cache.epoch_batches(batch=2, steps=5, seed=0, epoch=3) for v in views[:, 0, 0, 0, 0]]
+    assert sorted(seen[:5]) == list(range(5)) and sorted(seen[5:]) == list(range(5))
+    again = [int(v) for views in cache.epoch_batches(batch=2, steps=5, seed=0, epoch=3, skip=2) for v in views[:, 0, 0, 0, 0]]
+    assert again == seen[4:]  # a resumed epoch continues with the same batches
+    other = [int(v) for views in cache.epoch_batches(batch=2, steps=5, seed=0, epoch=4) for v in views[:, 0, 0, 0, 0]]
+    assert other != seen
+
+
+def test_a_cache_file_is_reused_only_with_the_same_settings(workspace, tmp_path):
+    views = tmp_path / "views.safetensors"
+    first = run(workspace, tmp_path / "a", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "4",
+                "--feature-cache-file", str(views), steps=2)
+    written = views.stat().st_mtime_ns
+    again = run(workspace, tmp_path / "b", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "4",
+                "--feature-cache-file", str(views), "--learning-rate", "3e-2", steps=2)  # lr does not change the views
+    assert views.stat().st_mtime_ns == written  # read, not rebuilt
+    a, b = load_file(first / "model.safetensors"), load_file(again / "model.safetensors")
+    assert any(not torch.equal(a[key], b[key]) for key in a)  # the other lr trained on the same views
+    with pytest.raises(SystemExit, match="seed: 0 -> 1"):
+        run(workspace, tmp_path / "c", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "4",
+            "--feature-cache-file", str(views), "--seed", "1", steps=2)

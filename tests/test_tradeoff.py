@@ -237,3 +237,23 @@ def test_analyze_tradeoff_reads_clips_from_a_folder(tmp_path):
         Image.fromarray(videos[0][t].numpy()).save(tmp_path / "short" / "clip" / f"{t:05d}.png")
     with pytest.raises(ValueError, match=r"short/clip has 5 frames"):
         T.analyze_tradeoff(encoders, tmp_path / "short", resize=64, crop=64)
+
+
+def test_an_adapter_beside_its_backbone_reuses_the_backbone_pass():
+    from tiny_backbones import build_backbone
+
+    from co_settle_hf import BackboneEncoder, CoSettleModel
+
+    torch.manual_seed(0)
+    adapter = CoSettleModel.from_backbone(BackboneEncoder(build_backbone("vit")))
+    calls, patch_tokens = [], adapter.backbone.patch_tokens
+    adapter.backbone.patch_tokens = lambda pixels, **kw: calls.append(len(pixels)) or patch_tokens(pixels, **kw)
+    videos = _videos(2)
+    together = T.analyze_tradeoff({"adapted": adapter, "base": adapter.backbone}, videos, num_frames=10)
+    shared_calls, calls[:] = sum(calls), []
+    apart = {"adapted": T.analyze_tradeoff({"adapted": adapter}, videos, num_frames=10)["adapted"],
+             "base": T.analyze_tradeoff({"base": adapter.backbone}, videos, num_frames=10)["base"]}
+    assert sum(calls) == 2 * shared_calls  # each frame went through the backbone once, not twice
+    for name in together:
+        for key, value in together[name].items():
+            assert value == pytest.approx(apart[name][key], rel=1e-5, abs=1e-6), (name, key)

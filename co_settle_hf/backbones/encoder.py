@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -24,6 +24,20 @@ from torch import Tensor, nn
 from .families import BackboneFamily, family_for
 from .inputs import check_pixel_values
 from .positions import POSITION_INTERPOLATIONS, interpolation
+
+
+#: What `--backbone_precision` may ask: the dtype the frozen backbone runs under autocast (None: as loaded).
+BACKBONE_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def cpu_has_bf16_matmuls() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 halves a backbone pass."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class PEAUnavailableError(ValueError):
@@ -150,6 +164,9 @@ class BackboneEncoder(nn.Module):
             self.position_kind = "learned"  # BEiT with use_absolute_position_embeddings
         self.apply_final_norm = True
         self.position_interpolation = "transformers"
+        #: Run the backbone under autocast to this dtype (e.g. bfloat16 where the CPU has bf16 matmuls);
+        #: a runtime choice, not part of any saved model; tokens come back as float32.
+        self.autocast_dtype: torch.dtype | None = None
         accepted = inspect.signature(self.model.forward).parameters
         self._forward_kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in accepted else {}
 
@@ -249,12 +266,15 @@ class BackboneEncoder(nn.Module):
         inner_norm = self._final_norm is None  # the model applies its final norm itself
         if inner_norm and not self.apply_final_norm:
             kwargs["output_hidden_states"] = True  # the last layer's output, before that norm
-        with self._pea_hook(pea, grid, len(pixel_values)), self._interpolation():
+        autocast = torch.autocast(pixel_values.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
+        with autocast, self._pea_hook(pea, grid, len(pixel_values)), self._interpolation():
             outputs = self.model(pixel_values.to(dtype), **kwargs)
         hidden = outputs.hidden_states[-1] if "output_hidden_states" in kwargs else outputs.last_hidden_state
         if not inner_norm and self.apply_final_norm:
             hidden = self._final_norm(hidden)
         tokens = hidden[:, self.num_prefix_tokens :]
+        if self.autocast_dtype:
+            tokens = tokens.float()
         if tokens.shape[1] != grid[0] * grid[1]:
             raise RuntimeError(
                 f"{self.family.name}: expected {grid[0] * grid[1]} patch tokens for a {grid} grid, "

@@ -1,4 +1,4 @@
-"""A feature cache: each video's features computed once, then reused by every propagation setting.
+"""A feature cache: each video's backbone tokens computed once, then reused by every setting and adapter.
 
 The backbone is the cost of an evaluation; a sweep over top-k or temperatures changes nothing
 it computes. Entries are safetensors files keyed by the model (its Hub commit, or a digest of
@@ -18,9 +18,13 @@ from typing import Any, Callable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+#: Encoder attributes that change its features without changing its weights.
+FEATURE_SETTINGS = ("apply_final_norm", "position_interpolation", "autocast_dtype")
+
 
 def model_fingerprint(encoder: Any) -> str:
-    """What identifies the features an encoder computes: its ``cache_key``, Hub commit or weights."""
+    """What identifies the features an encoder computes: its ``cache_key``, or its Hub commit, its
+    weights, its feature settings and (for an adapter, whose state dict is the projection) its backbone's."""
     key = getattr(encoder, "cache_key", None)
     if key:
         return str(key)
@@ -29,6 +33,10 @@ def model_fingerprint(encoder: Any) -> str:
     digest = hashlib.sha256(type(encoder).__qualname__.encode())
     if commit:
         digest.update(str(commit).encode())
+    for setting in FEATURE_SETTINGS:
+        digest.update(f"{setting}={getattr(encoder, setting, None)}".encode())
+    if isinstance(getattr(encoder, "backbone", None), torch.nn.Module):
+        digest.update(model_fingerprint(encoder.backbone).encode())
     for module in modules[:1]:
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(name.encode())

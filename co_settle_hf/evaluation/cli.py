@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
 from .distributed import Processes, current_processes
 from .encoders import LoadedModel, load_for_evaluation
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results already in --output-dir (only once the new run has finished)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: this process's accelerator)")
+    parser.add_argument("--backbone-precision", "--backbone_precision", choices=tuple(BACKBONE_PRECISIONS), default="fp32",
+                        help="run the frozen backbone under bf16 autocast (CPUs with AVX512-BF16 or AMX, GPUs)")
     parser.add_argument("--update-card", metavar="ADAPTER", default=None,
                         help="add the results to this saved adapter's model card (model-index entries)")
     group = parser.add_argument_group("label propagation (DAVIS, JHMDB, VIP; a DAVIS sequence needs at least 3 "
@@ -143,7 +146,7 @@ def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: Out
     from .vip import evaluate_vip
 
     settings = propagation_settings(args)
-    cache = FeatureCache(args.feature_cache, loaded.encoder) if args.feature_cache else None
+    cache = FeatureCache(args.feature_cache, loaded.base or loaded.encoder) if args.feature_cache else None  # backbone tokens
     common = dict(cache=cache, processes=processes, progress=processes.is_main)
     if args.task == "davis":
         summary = evaluate_davis(loaded.encoder, args.data_root, out, settings, size=tuple(args.size or (480, 880)),
@@ -285,7 +288,7 @@ def run_comparison(args: argparse.Namespace, models: Sequence[str], out: OutputF
     for index, name in enumerate(models):
         one = argparse.Namespace(**{**vars(args), "model": name})
         sub = out.subfolder(model_folder(index, name))
-        rows.update(run_model(one, load_for_evaluation(name, args.revision, device), sub, processes, settings))
+        rows.update(run_model(one, load_for_evaluation(name, args.revision, device, args.backbone_precision), sub, processes, settings))
         folders.append(sub.root)
     if processes.is_main:
         write_tables(f"{args.task}: {len(models)} models", rows, out)
@@ -319,7 +322,7 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
         if len(models) > 1:
             with output as out:
                 return run_comparison(args, models, out, processes, device, settings)
-        loaded = load_for_evaluation(args.model, args.revision, device)
+        loaded = load_for_evaluation(args.model, args.revision, device, args.backbone_precision)
         with output as out:
             rows = run_model(args, loaded, out, processes, settings)
         if args.update_card and processes.is_main:

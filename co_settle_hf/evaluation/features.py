@@ -47,8 +47,9 @@ def extract_video_features(
     frames: torch.Tensor,
     size: tuple[int, int] | None = None,
     batch_size: int = 8,
+    normalise: bool = True,
 ) -> torch.Tensor:
-    """Encode a video's frames into L2-normalised patch features.
+    """Encode a video's frames into L2-normalised patch features (raw ones with ``normalise=False``).
 
     Args:
         encoder: see the module docstring.
@@ -82,7 +83,7 @@ def extract_video_features(
             yield batch
 
     # Concatenating outside inference mode gives an ordinary tensor callers may modify.
-    return torch.cat([F.normalize(feats, dim=-1) for feats in encode_images(encoder, batches())])
+    return torch.cat([F.normalize(feats, dim=-1) if normalise else feats for feats in encode_images(encoder, batches())])
 
 
 def encode_images(encoder: DenseEncoder, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:

@@ -85,15 +85,24 @@ def frame_size(video: Any) -> tuple[int, int]:
 
 def video_features(encoder: DenseEncoder, video: Any, size: tuple[int, int], cache: FeatureCache | None,
                    device: torch.device | None = None) -> torch.Tensor:
-    """Unit-norm features (T, h, w, D) of a video's frames at ``size``, from the cache when it has them."""
-    def compute() -> torch.Tensor:
+    """Unit-norm features (T, h, w, D) of a video's frames at ``size``, from the cache when it has them.
+
+    The cache holds the frozen backbone's raw tokens, so every adapter on one backbone (and the
+    backbone itself) reuses a single backbone pass: an adapter only runs its projection on them.
+    """
+    def compute(raw: bool = False) -> torch.Tensor:
         frames = video.read_all() if hasattr(video, "read_all") else read_frames(video.frames)
-        return extract_video_features(encoder, frames, size=size)
+        return extract_video_features(getattr(encoder, "backbone", None) or encoder, frames, size=size, normalise=False) \
+            if raw else extract_video_features(encoder, frames, size=size)
 
     if cache is None:
         return compute()
-    features = cache.get(video.frames, size, compute)
-    return features if device is None else features.to(device)
+    tokens = cache.get(video.frames, size, lambda: compute(raw=True))
+    tokens = tokens if device is None else tokens.to(device)
+    if hasattr(encoder, "project"):
+        with torch.inference_mode():
+            tokens = encoder.project(tokens).float()
+    return torch.nn.functional.normalize(tokens, dim=-1)
 
 
 def _evaluate_video(task: PropagationTask, encoder: DenseEncoder, video: Any, settings: Sequence[PropagationSettings],

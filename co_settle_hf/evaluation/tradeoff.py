@@ -531,5 +531,27 @@ def _measure_video(encoders: Mapping[str, DenseEncoder], video: Any, index: int,
         raise ValueError(f"{name} has {frames.shape[0]} frames; the trade-off needs at least {MIN_FRAMES} "
                          f"({EDGE_FRAMES} dropped at each end for D_intra, then two adjacent frames)")
     images = preprocess_frames(frames, settings.resize, settings.crop)
-    return {key: _video_record(encode_raw(encoder, images, settings.batch_size), settings)
-            for key, encoder in encoders.items()}
+    return {key: _video_record(features, settings)
+            for key, features in encode_sharing_backbones(encoders, images, settings.batch_size).items()}
+
+
+def encode_sharing_backbones(encoders: Mapping[str, DenseEncoder], images: Tensor, batch_size: int = 8) -> dict[str, Tensor]:
+    """Raw features of every encoder; an adapter whose backbone is also measured projects that
+    backbone's tokens instead of running it again (the backbone is the cost)."""
+    raw: dict[int, Tensor] = {}
+
+    def tokens(encoder: DenseEncoder) -> Tensor:
+        if id(encoder) not in raw:
+            raw[id(encoder)] = encode_raw(encoder, images, batch_size)
+        return raw[id(encoder)]
+
+    ids = {id(encoder) for encoder in encoders.values()}
+    out = {}
+    for key, encoder in encoders.items():
+        backbone = getattr(encoder, "backbone", None)
+        if backbone is not None and id(backbone) in ids:
+            with torch.inference_mode():
+                out[key] = encoder.project(tokens(backbone)).float()
+        else:
+            out[key] = tokens(encoder)
+    return out

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser
 
+from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import KL_DIRECTIONS, PEA_MODES, PROJECTIONS, SEPARABILITY_KINDS, CoSettleConfig
 from ..data.transforms import CROP_RULES, RESIZE_PATHS, PairTransform
 from ..projection_init import PROJECTION_INIT_CHOICES
@@ -70,6 +71,9 @@ class ModelArguments:
     model_name_or_path: str | None = arg(None, "Hub id or local path of the frozen backbone (required).",
                                          aliases=["--backbone"])
     model_revision: str | None = arg(None, "Branch, tag or commit of the backbone.", aliases=["--backbone_revision", "--backbone-revision"])
+    backbone_precision: str = arg("fp32", "Run the frozen backbone in this precision (bf16: autocast, for CPUs with AVX512-BF16 "
+                                  "or AMX and for GPUs); the projection and the loss stay float32.",
+                                  choices=tuple(BACKBONE_PRECISIONS))
     projection: str = method("projection", choices=PROJECTIONS)
     projection_init: str = method("projection_init", choices=PROJECTION_INIT_CHOICES)
     cycle_temperature: float = method("cycle_temperature")
@@ -139,6 +143,8 @@ class RunArguments:
     feature_cache_pairs: int = arg(0, "Compute the frozen backbone's three views of this many augmented pairs once and "
                                    "train the projection on batches sampled from them (0: fresh pairs every step, as "
                                    "published; see training/feature_cache.py). One process only.")
+    feature_cache_file: str | None = arg(None, "Keep the cached views in this safetensors file: read when it exists and was "
+                                         "made with the same data, augmentation and PEA settings, else built and written.")
     cpu: bool = arg(False, "Force the CPU (gloo when several processes).")
     checkpointing_steps: str | None = arg(None, "Save state every N optimizer steps, or 'epoch'.")
     save_total_limit: int | None = arg(None, "Keep only the newest N checkpoints.")
@@ -186,6 +192,8 @@ class CoSettleTrainingArguments(RunArguments, DataArguments, ModelArguments):
         if self.push_to_hub and self.model_name_or_path and os.path.isdir(self.model_name_or_path) and not self.hub_push_backbone:
             problems.append(f"--push_to_hub with the local backbone {self.model_name_or_path}: the pushed adapter would not load "
                             "elsewhere; add --hub_push_backbone to upload the backbone too, or train on a Hub backbone")
+        if self.feature_cache_file and not self.feature_cache_pairs:
+            problems.append("--feature_cache_file needs --feature_cache_pairs (how many pairs to cache)")
         if self.validation_split and not self.dataset_name:
             problems.append("--validation_split names a split of --dataset_name")
         if (self.validation_dir or self.validation_split) and not self.eval_steps:

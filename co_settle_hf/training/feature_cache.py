@@ -3,22 +3,28 @@
 The backbone never changes in Co-Settle, so the tokens of [frame 1, frame 2, frame 1 with a PEA
 crop] for a pair, with its augmentation and PEA offset fixed, are the same at every step. This
 cache computes them once (one backbone pass per batch, as the uncached step does) and trains the
-projection on batches sampled from them. It differs from the published recipe, which draws a
+projection on batches drawn from them (each pair once per pass over the cache). It differs from the published recipe, which draws a
 fresh pair, fresh augmentations and a fresh PEA offset every step: here each cached pair keeps the
 augmentation and offset it was drawn with, and is seen many times.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from ..data import sample_generator
 from ..objective.loss import ObjectiveOutput
 from .forward import draw_pea, views_objective
+from .settings import describe, differences
 
 
 def backbone_views(model: nn.Module, frames: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -55,11 +61,13 @@ class FeatureCache:
     def build(cls, model: nn.Module, batches: Iterable[tuple[Tensor, torch.Generator]], num_pairs: int) -> "FeatureCache":
         """The views of the first ``num_pairs`` pairs of ``batches`` ((frames, PEA generator) each)."""
         parts, count = [], 0
-        for frames, generator in batches:
-            parts.append(backbone_views(model, frames, generator)[: num_pairs - count])
-            count += len(parts[-1])
-            if count >= num_pairs:
-                break
+        with tqdm(total=num_pairs, desc="caching views", unit="pair") as progress:
+            for frames, generator in batches:
+                parts.append(backbone_views(model, frames, generator)[: num_pairs - count])
+                count += len(parts[-1])
+                progress.update(len(parts[-1]))
+                if count >= num_pairs:
+                    break
         if count < num_pairs:
             raise ValueError(f"feature_cache_pairs={num_pairs}, but the data gave only {count} pairs")
         return cls(torch.cat(parts))
@@ -67,17 +75,29 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.views)
 
-    def sample(self, batch: int, generator: torch.Generator) -> Tensor:
-        """``batch`` cached pairs drawn uniformly without replacement (with, if the cache is smaller)."""
-        if batch <= len(self):
-            index = torch.randperm(len(self), generator=generator)[:batch]
-        else:
-            index = torch.randint(len(self), (batch,), generator=generator)
-        return self.views[index.to(self.views.device)]
+    def epoch_batches(self, batch: int, steps: int, seed: int, epoch: int, skip: int = 0) -> Iterator[Tensor]:
+        """Batches ``skip`` to ``steps`` of an epoch: the cached pairs in an order keyed on (seed, epoch),
+        each seen once before any is seen again (so a replayed epoch draws the same batches)."""
+        generator = sample_generator(seed, epoch, 1 << 41)
+        rounds = math.ceil(steps * batch / len(self))
+        order = torch.cat([torch.randperm(len(self), generator=generator) for _ in range(rounds)])
+        for step in range(skip, steps):
+            yield self.views[order[step * batch:(step + 1) * batch].to(self.views.device)]
 
-    def save(self, path: str | Path) -> None:
-        save_file({"views": self.views.contiguous().cpu()}, str(path))
+    def save(self, path: str | Path, settings: dict[str, Any] | None = None) -> None:
+        """Write the views (and the ``settings`` they were made with, as metadata) atomically."""
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        save_file({"views": self.views.contiguous().cpu()}, str(partial), metadata={"settings": json.dumps(settings or {})})
+        partial.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "FeatureCache":
+    def load(cls, path: str | Path, settings: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> "FeatureCache":
+        """The views of ``path``; with ``settings``, refused unless they were made with the same ones."""
+        if settings is not None:
+            with safe_open(str(path), "pt") as handle:
+                saved = json.loads((handle.metadata() or {}).get("settings", "{}"))
+            changed = differences(saved, settings, tuple(settings))
+            if changed:
+                raise SystemExit(f"--feature_cache_file {path} was made with other settings: {describe(changed)}")
         return cls(load_file(str(path), device=str(device))["views"])

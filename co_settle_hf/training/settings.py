@@ -25,7 +25,14 @@ REPLAYED = (
     "max_train_samples", "image_size", "frame_gap", "imagenet_normalization", "resize", "crop_rule",
     "model_name_or_path", "backbone_revision", "hidden_size", "projection", "projection_init", "cycle_temperature", "pool_size",
     "pea_alpha", "no_pea", "pea_mode", "pea_per_sample", "separability", "kl_direction", "separability_weight",
-    "mixed_precision",
+    "mixed_precision", "backbone_precision",
+)
+#: The replayed settings that decide a feature cache's views (a cache file made with others is refused).
+VIEWS = (
+    "per_device_train_batch_size", "seed", "clip_repeats", "data", "dataset_config_name", "train_split", "video_column",
+    "clips", "clip_seconds", "split_at_cuts", "max_train_samples", "image_size", "frame_gap", "imagenet_normalization",
+    "model_name_or_path", "backbone_revision", "backbone_precision", "pea_alpha", "no_pea", "pea_mode", "pea_per_sample",
+    "feature_cache_pairs",
 )
 APPLIED = ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps", "max_steps")
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from ..backbones.encoder import BackboneEncoder
+from ..backbones.encoder import BACKBONE_PRECISIONS, BackboneEncoder
 from ..data import IMAGENET_MEAN, IMAGENET_STD, FramePairDataset, PairTransform, check_bad_fraction, collate_pairs
 from ..modeling_co_settle import CoSettleModel
 from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, parse_args
@@ -38,7 +38,7 @@ from .feature_cache import FeatureCache, cached_objective
 from .forward import training_forward
 from .metrics import StepMetrics
 from .run_folder import RunLock, TrainLog, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
-from .settings import APPLIED, describe, differences, public
+from .settings import APPLIED, VIEWS, describe, differences, public
 
 logger = logging.getLogger(__name__)
 MIN_SAMPLES_FOR_BAD_CHECK = 200  # stop early on a broken source, not on noise
@@ -113,6 +113,7 @@ def load_backbone(args: CoSettleTrainingArguments) -> BackboneEncoder:
     if not backbone.supports_pea and not args.no_pea:
         raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: {backbone.family.name} has only a relative "
                          "position bias, so PEA has nothing to augment: pass --no_pea")
+    backbone.autocast_dtype = BACKBONE_PRECISIONS[args.backbone_precision]
     return backbone
 
 
@@ -245,7 +246,11 @@ def train_epoch(run: Run, state: RunState, log: TrainLog, epoch: int, progress: 
     run.loader.set_epoch(epoch)
     skip = (state.step - epoch * run.schedule.steps_per_epoch) * args.gradient_accumulation_steps
     streamed = not hasattr(run.train_pairs, "__len__")
-    batches = accelerator.skip_first_batches(run.loader, skip) if skip and not streamed else run.loader
+    if run.feature_cache is not None:
+        steps = run.schedule.steps_per_epoch * args.gradient_accumulation_steps
+        batches = ((views, 0) for views in run.feature_cache.epoch_batches(args.per_device_train_batch_size, steps, args.seed, epoch, skip))
+    else:
+        batches = accelerator.skip_first_batches(run.loader, skip) if skip and not streamed else run.loader
     window, epoch_total, count = StepMetrics(), StepMetrics(), 0
     for frames, num_bad in batches:
         micro = train_micro_batch(run, state, frames, num_bad)
@@ -275,8 +280,8 @@ def train_micro_batch(run: Run, state: RunState, frames: torch.Tensor | None, nu
         frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
     with accelerator.accumulate(run.model):
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step)
-        if run.feature_cache is not None:  # the loader's pair only sets the batch size: the backbone is not run
-            out = cached_objective(run.model, run.feature_cache.sample(len(frames), generator))
+        if run.feature_cache is not None:  # `frames` are cached views: the backbone is not run
+            out = cached_objective(run.model, frames)
         else:
             out = training_forward(run.model, frames, generator)
         metrics = StepMetrics.gather(accelerator, out, has_data, num_bad, args.per_device_train_batch_size)
@@ -397,15 +402,23 @@ def finish(run: Run, state: RunState, log: TrainLog) -> TrainOutput:
 
 
 def build_feature_cache(run: Run) -> FeatureCache:
-    """The views of the first ``feature_cache_pairs`` pairs, PEA drawn as the uncached steps would."""
+    """The views of the first ``feature_cache_pairs`` pairs, PEA drawn as the uncached steps would;
+    read from ``feature_cache_file`` when it holds views made with the same settings."""
     args, accelerator = run.args, run.accelerator
     if accelerator.num_processes > 1:
         raise ValueError("--feature_cache_pairs trains the projection outside the DDP wrapper: use one process")
+    settings = {name: run.settings.get(name) for name in VIEWS}
+    if args.feature_cache_file and Path(args.feature_cache_file).is_file():
+        print(f"co-settle: reading the cached views of {args.feature_cache_pairs} pairs from {args.feature_cache_file}", flush=True)
+        return FeatureCache.load(args.feature_cache_file, settings, device=accelerator.device)
     run.loader.set_epoch(0)
     batches = ((frames, torch.Generator().manual_seed(args.seed * 1_000_003 + i))
                for i, (frames, _) in enumerate(run.loader) if frames is not None)
     print(f"co-settle: caching the backbone's views of {args.feature_cache_pairs} pairs", flush=True)
-    return FeatureCache.build(run.model, batches, args.feature_cache_pairs)
+    cache = FeatureCache.build(run.model, batches, args.feature_cache_pairs)
+    if args.feature_cache_file:
+        cache.save(args.feature_cache_file, settings)
+    return cache
 
 
 def train(args: CoSettleTrainingArguments, train_dataset: Any = None) -> TrainOutput:
