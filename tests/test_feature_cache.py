@@ -83,3 +83,6 @@ def test_a_cache_file_is_reused_only_with_the_same_settings(workspace, tmp_path)
     with pytest.raises(SystemExit, match="seed: 0 -> 1"):
         run(workspace, tmp_path / "c", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "4",
             "--feature-cache-file", str(views), "--seed", "1", steps=2)
+    with pytest.raises(SystemExit, match="resize: 'antialiased' -> 'short_side'; crop_rule: 'torchvision' -> 'released'"):
+        run(workspace, tmp_path / "d", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "4",
+            "--feature-cache-file", str(views), "--resize", "short_side", "--crop-rule", "released", steps=2)

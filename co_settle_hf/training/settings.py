@@ -31,8 +31,8 @@ REPLAYED = (
 VIEWS = (
     "per_device_train_batch_size", "seed", "clip_repeats", "data", "dataset_config_name", "train_split", "video_column",
     "clips", "clip_seconds", "split_at_cuts", "max_train_samples", "image_size", "frame_gap", "imagenet_normalization",
-    "model_name_or_path", "backbone_revision", "backbone_precision", "pea_alpha", "no_pea", "pea_mode", "pea_per_sample",
-    "feature_cache_pairs",
+    "resize", "crop_rule", "model_name_or_path", "backbone_revision", "backbone_precision", "pea_alpha", "no_pea", "pea_mode",
+    "pea_per_sample", "feature_cache_pairs",
 )
 APPLIED = ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps", "max_steps")
 
