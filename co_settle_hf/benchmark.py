@@ -23,7 +23,6 @@ label propagation must stay small beside it. Three sections, one table:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -33,19 +32,9 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from .machine import cpu_model, matmul_rate
+
 SECTIONS = ("step", "data", "eval", "prop", "tradeoff")
-
-
-def cpu_model() -> str:
-    """The CPU's model name and the matmul flags that matter here (Linux /proc/cpuinfo, else platform)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
-    return f"{fields.get('model name', platform.machine())}, {'/'.join(flags) or 'no AVX2'}"
 
 
 def device_name(device: torch.device) -> str:
@@ -278,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = vit_small(device)
     print(f"co-settle bench on {device_name(device)}, torch {torch.__version__}, backbone {encoder.name_or_path}", flush=True)
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str]] = [("machine", "square matmul, fp32 / bf16 (GFLOP/s)",
+                                         f"{matmul_rate():.0f} / {matmul_rate(torch.bfloat16):.0f}")]
     step_rate = None
     if "step" in args.sections:
         rows += bench_step(encoder, args.batch_size, args.image_size, args.repeats, device)

@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("co_settle_hf.training.trainer", "adapt a backbone on unlabeled video (Accelerate)"),
     "eval": ("co_settle_hf.evaluation.cli", "DAVIS / JHMDB / VIP propagation, UCF101 / HMDB51 retrieval and the trade-off analysis"),
     "demo": ("co_settle_hf.demo.run", "the whole method offline on real weights and real footage"),
+    "ablate": ("co_settle_hf.demo.ablation", "what each choice of a short run is worth, over seeds, on the demo's benchmark"),
     "bench": ("co_settle_hf.benchmark", "cost of everything beside the backbone, as ratios"),
     "convert-official": ("co_settle_hf.hub.convert_official", "import the projection of an authors' .pth onto a backbone you name"),
     "import-official": ("co_settle_hf.official.importing", "one of the paper's eight published models as a self-contained adapter"),

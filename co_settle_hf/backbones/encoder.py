@@ -30,16 +30,6 @@ from .positions import POSITION_INTERPOLATIONS, interpolation
 BACKBONE_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def cpu_has_bf16_matmuls() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 halves a backbone pass."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 class PEAUnavailableError(ValueError):
     """PEA was requested for a backbone without positional embeddings to augment."""
 

