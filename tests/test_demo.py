@@ -40,5 +40,13 @@ def test_demo_writes_a_report_of_measured_numbers(tmp_path):
         "bigbuckbunny_head", "bikes_shot0", "bikes_shot1", "bikes_shot2", "bikes_shot3", "bikes_shot4"
     ]
     assert CoSettleModel.from_pretrained(out / "adapter").config.base_model_type == "vit"
+    # The run was sized to the budget from measured speed, trained on cached views, and says so.
+    plan = measured["plan"]
+    assert 64 <= plan["cache_pairs"] <= 256 and measured["training"]["feature_cache_pairs"] == plan["cache_pairs"]
+    assert "Sized to `--time-budget 600` s" in text and f"a cache of {plan['cache_pairs']} pairs" in text
+    if plan["seeds"] == 2:  # the seed spread is reported when a second seed fits, else the report says single seed
+        assert "Over 2 training seeds the gain is" in text and (out / "adapter_seed1" / "model.safetensors").is_file()
+    else:
+        assert "single training seed" in text
     card = (out / "adapter" / "README.md").read_text()
     assert f"{measured['davis']['adapted']['J&F-Mean']:.4f}" in card and "global_batch_size" in card

@@ -28,7 +28,8 @@ ESTIMATE_MARGIN, RESERVE_SHARE = 1.25, 0.05
 
 
 def choose_precision(requested: str) -> str:
-    """``auto``: bf16 where the device multiplies bf16 natively (AVX512-BF16 / AMX CPUs, CUDA), else fp32."""
+    """The training backbone's precision. ``auto``: bf16 where the device multiplies bf16 natively
+    (AVX512-BF16 / AMX CPUs, CUDA), else fp32. Evaluation stays fp32 (see the README's Performance)."""
     if requested != "auto":
         return requested
     return "bf16" if torch.cuda.is_available() or cpu_has_bf16_matmuls() else "fp32"
@@ -36,10 +37,12 @@ def choose_precision(requested: str) -> str:
 
 @dataclass
 class Speed:
-    """Seconds per backbone image at the training and evaluation sizes, and per cached step."""
+    """Seconds per backbone image: training (its size and precision), evaluation (fp32) at the benchmark's
+    size and at the training size; and per cached step."""
 
     train_image_s: float
     eval_image_s: float
+    eval_small_image_s: float
     step_s: float
 
 
@@ -55,8 +58,9 @@ def _seconds_per_image(backbone: BackboneEncoder, height: int, width: int, batch
 
 
 def measure_speed(backbone_path: str, precision: str, image_size: int, eval_size: tuple[int, int], batch: int) -> Speed:
-    """A few seconds of measurement: backbone passes at both sizes, and three cached training steps."""
+    """A few seconds of measurement: backbone passes at both sizes (evaluation runs in fp32), and three cached steps."""
     backbone = BackboneEncoder.from_pretrained(backbone_path)
+    evaluation = (_seconds_per_image(backbone, *eval_size, batch=4), _seconds_per_image(backbone, image_size, image_size, batch))
     backbone.autocast_dtype = BACKBONE_PRECISIONS[precision]
     model = CoSettleModel.from_backbone(backbone)
     grid = backbone.grid_size(image_size, image_size)
@@ -69,8 +73,7 @@ def measure_speed(backbone_path: str, precision: str, image_size: int, eval_size
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter() - tic)
-    return Speed(_seconds_per_image(backbone, image_size, image_size, batch),
-                 _seconds_per_image(backbone, *eval_size, batch=4), min(times[1:]))
+    return Speed(_seconds_per_image(backbone, image_size, image_size, batch), *evaluation, min(times[1:]))
 
 
 @dataclass
@@ -86,8 +89,8 @@ class Plan:
 
     def describe(self, speed: Speed) -> str:
         estimate = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.estimates.items())
-        return (f"backbone at {1 / speed.train_image_s:.1f} images/s at the training size and "
-                f"{1 / speed.eval_image_s:.1f} at the evaluation size ({self.precision}), "
+        return (f"backbone at {1 / speed.train_image_s:.1f} images/s for training ({self.precision}), "
+                f"{1 / speed.eval_image_s:.1f} at the evaluation size (fp32), "
                 f"{1000 * speed.step_s:.0f} ms per cached step: a cache of {self.cache_pairs} pairs, "
                 f"{self.steps} steps, {self.seeds} seed(s); estimated {estimate}" + "".join(f". {n}" for n in self.notes))
 
@@ -99,7 +102,7 @@ def plan_run(budget_s: float, elapsed_s: float, speed: Speed, eval_images: tuple
     ``eval_images`` = (images at the evaluation size, images at the training size) that the
     evaluations pass through the backbone; ``cache_pairs``/``seeds`` fix what the user fixed.
     """
-    evaluation = ESTIMATE_MARGIN * (eval_images[0] * speed.eval_image_s + eval_images[1] * speed.train_image_s) + 3 * EVAL_COMMAND_S
+    evaluation = ESTIMATE_MARGIN * (eval_images[0] * speed.eval_image_s + eval_images[1] * speed.eval_small_image_s) + 3 * EVAL_COMMAND_S
     left = budget_s * (1 - RESERVE_SHARE) - elapsed_s - evaluation
     per_pair = ESTIMATE_MARGIN * 3 * speed.train_image_s
     one_run = lambda pairs: TRAINER_START_S + pairs * per_pair + ESTIMATE_MARGIN * steps * speed.step_s  # noqa: E731
