@@ -275,7 +275,8 @@ def data_section(args, footage) -> list[str]:
         f"- Held-out clips (never trained on): {', '.join(f'{k} ({v} frames)' for k, v in footage['heldout'].items())}.",
         f"- Propagation benchmark: {args.num_sequences} sequences of {BENCHMARK_FRAMES} frames in the DAVIS layout, objects filled with held-out "
         "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `co-settle eval davis` at "
-        f"{args.eval_size[0]}x{args.eval_size[1]}; the three models in one comparison run (`eval/davis/comparison.md`).",
+        f"{args.eval_size[0]}x{args.eval_size[1]}; the base, the untrained control and each seed's adapter in one comparison run "
+        "(`eval/davis/comparison.md`), one backbone pass serving all.",
         f"- Clip retrieval: the held-out clips cut into windows of {RETRIEVAL_WINDOW} frames in the UCF101 layout "
         f"({footage['retrieval']['train']} earlier windows as the gallery, {footage['retrieval']['test']} later ones as "
         "queries); a window's class is the clip it was cut from, so R@1 asks whether an embedding stays nearer the same "
@@ -313,7 +314,8 @@ def training_lines(args, summary, train_args, plan: Plan, speed: Speed, timings)
         f"{summary['steps']} steps, global batch {summary['global_batch_size']}, lr {summary['learning_rate']:g} "
         f"({summary['warmup_steps']} warm-up steps, then cosine), PEA {'off' if args.no_pea else 'on (alpha 10)'}, on the "
         f"backbone's views of {plan.cache_pairs} augmented pairs computed once (`--feature_cache_pairs`; the published recipe "
-        f"draws fresh pairs every step); {summary['train_seconds']:.0f} s for the first seed.",
+        f"draws fresh pairs every step); {timings['training']:.0f} s for {plan.seeds} seed(s), each caching its own views "
+        f"({summary['train_seconds']:.0f} s of those for the first seed's steps).",
         "",
         "```",
         "co-settle train " + " ".join(train_args),
