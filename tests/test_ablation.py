@@ -24,7 +24,7 @@ def test_ablation_reports_mean_and_spread_over_seeds_from_shared_caches(tmp_path
     backbone = save_backbone("vit", tmp_path / "vit")
     out = tmp_path / "ablation"
     table = ablate(["--output-dir", str(out), "--backbone", str(backbone), "--steps", "2", "--batch-size", "2",
-                    "--cache-pairs", "4", "--seed-list", "0", "1", "--num-sequences", "1", "--eval-size", "64", "112",
+                    "--cache-pairs", "4", "--seed-list", "0", "1", "--backbone-precision", "bf16", "--num-sequences", "1", "--eval-size", "64", "112",
                     "--rows", "demo recipe", "learning-rate 5e-4", "resize short_side"])
     measured = json.loads((out / "ablation.json").read_text())
     runs = measured["runs"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..machine import cpu_model, matmul_rate
+from .budget import choose_precision
 from .run import build_parser as demo_parser
 from .run import prepare_inputs, recipe_argv, run_eval
 
@@ -56,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW", help="rows to run, by name (default all)")
     parser.add_argument("--seed-list", type=int, nargs="+", default=[0, 1, 2], help="training seeds per row (default 0 1 2)")
     parser.add_argument("--cache-pairs", type=int, default=256, help="cached pairs per run (the demo's budget decides its own)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="the backbone precision of the recipe")
     return parser
 
 
@@ -76,16 +76,16 @@ def run_row(args: argparse.Namespace, out: Path, backbone: str, footage: dict[st
     from ..training.trainer import main as train
 
     folder = out / "runs" / _slug(row) / f"seed{seed}"
-    cache = _cache_file(out, seed, flags, args.precision)
+    cache = _cache_file(out, seed, flags, args.backbone_precision)
     cache.parent.mkdir(parents=True, exist_ok=True)
     built = not cache.is_file()
     tic = time.perf_counter()
-    train(recipe_argv(args, backbone, out / "data" / "train", folder, seed, args.cache_pairs, args.precision,
+    train(recipe_argv(args, backbone, out / "data" / "train", folder, seed, args.cache_pairs, args.backbone_precision,
                       "--feature-cache-file", str(cache), *flags))
     trained = time.perf_counter() - tic
     scores = run_eval("davis", [folder], footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}", "--size",
                       *(str(v) for v in args.eval_size), "--feature-cache", str(out / "eval-cache"),
-                      "--backbone-precision", "fp32" if "fp32" in flags else args.precision)
+                      "--backbone-precision", "fp32" if "fp32" in flags else args.backbone_precision)
     return {"row": row, "flags": flags, "seed": seed, "J&F": scores[str(folder)]["J&F-Mean"], "train_s": trained,
             "eval_s": time.perf_counter() - tic - trained, "cache_built": built}
 
@@ -126,8 +126,9 @@ def write_table(out: Path, table: list[dict[str, Any]], base: dict[str, float], 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
+    args.backbone_precision = choose_precision(args.backbone_precision)  # the recipe's, as the demo resolves it
     out = Path(args.output_dir)
-    rows = recipe_rows(recipe_argv(args, "", out, out, 0, args.cache_pairs, args.precision))
+    rows = recipe_rows(recipe_argv(args, "", out, out, 0, args.cache_pairs, args.backbone_precision))
     unknown = [row for row in args.rows or () if row not in rows]
     if unknown:
         raise SystemExit(f"--rows: no such row {unknown}; the rows are {list(rows)}")
@@ -141,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
             (out / "runs.json").write_text(json.dumps(runs, indent=2))
             print(f"ablation: {row}, seed {seed}: J&F {runs[-1]['J&F']:.4f}", flush=True)
     header = (f"# Ablation of the short-run recipe\n\n{label}; {args.steps} steps at batch {args.batch_size} on the cached "
-              f"views of {args.cache_pairs} pairs, backbone in {args.precision}; seeds {args.seed_list}. Machine: {cpu_model()}, "
+              f"views of {args.cache_pairs} pairs, backbone in {args.backbone_precision}; seeds {args.seed_list}. Machine: {cpu_model()}, "
               f"fp32 matmul {matmul_rate():.0f} GFLOP/s. {time.perf_counter() - started:.0f} s in all.")
-    table = summarise(runs, base, args.precision)
+    table = summarise(runs, base, args.backbone_precision)
     (out / "ablation.json").write_text(json.dumps({"base": base, "table": table, "runs": runs}, indent=2))
     path = write_table(out, table, base, header)
     print(path.read_text())
