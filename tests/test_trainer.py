@@ -25,7 +25,7 @@ def test_two_processes_with_accelerate_launch(workspace, tmp_path):
     output = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "co_settle_hf.train",
+        "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "co_settle_hf.train",
         "--backbone", str(workspace / "vit"), "--train-dir", str(workspace / "videos"), "--output-dir", str(output),
         "--max-train-steps", "3", "--image-size", "64", "--learning-rate", "1e-3",
         "--per-device-train-batch-size", "1", "--cpu", "--logging-steps", "1",
