@@ -31,8 +31,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "--crop-rule": ("torchvision", "released"),
     "--backbone-precision": ("bf16", "fp32"),
 }
-#: Flags that change the cached views: rows sharing their values share a cache file.
-VIEW_FLAGS = ("--resize", "--crop-rule", "--backbone-precision")
+#: Augmentation flags that change the cached views (with the precision): rows sharing them share a cache file.
+VIEW_FLAGS = ("--resize", "--crop-rule")
 
 
 def recipe_rows(recipe: list[str]) -> dict[str, list[str]]:
@@ -64,8 +64,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _cache_file(out: Path, seed: int, flags: list[str], precision: str) -> Path:
-    values = dict(zip(flags[::2], flags[1::2]))
+def _cache_file(out: Path, seed: int, values: dict[str, str], precision: str) -> Path:
     key = [f"seed{seed}"] + [f"{flag.strip('-')}-{values[flag]}" for flag in VIEW_FLAGS if flag in values]
     return out / "caches" / f"{'_'.join(key)}_{precision}.safetensors"
 
@@ -75,19 +74,21 @@ def run_row(args: argparse.Namespace, out: Path, backbone: str, footage: dict[st
     """Train one row's recipe (the demo's, with ``flags``) for one seed and score it: J&F and the wall times."""
     from ..training.trainer import main as train
 
+    values = dict(zip(flags[::2], flags[1::2]))
+    precision = values.get("--backbone-precision", args.backbone_precision)  # trained and scored in it
     folder = out / "runs" / _slug(row) / f"seed{seed}"
-    cache = _cache_file(out, seed, flags, args.backbone_precision)
+    cache = _cache_file(out, seed, values, precision)
     cache.parent.mkdir(parents=True, exist_ok=True)
     built = not cache.is_file()
     tic = time.perf_counter()
-    train(recipe_argv(args, backbone, out / "data" / "train", folder, seed, args.cache_pairs, args.backbone_precision,
+    train(recipe_argv(args, backbone, out / "data" / "train", folder, seed, args.cache_pairs, precision,
                       "--feature-cache-file", str(cache), *flags))
     trained = time.perf_counter() - tic
     scores = run_eval("davis", [folder], footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}", "--size",
                       *(str(v) for v in args.eval_size), "--feature-cache", str(out / "eval-cache"),
-                      "--backbone-precision", "fp32" if "fp32" in flags else args.backbone_precision)
-    return {"row": row, "flags": flags, "seed": seed, "J&F": scores[str(folder)]["J&F-Mean"], "train_s": trained,
-            "eval_s": time.perf_counter() - tic - trained, "cache_built": built}
+                      "--backbone-precision", precision)
+    return {"row": row, "flags": flags, "precision": precision, "seed": seed, "J&F": scores[str(folder)]["J&F-Mean"],
+            "train_s": trained, "eval_s": time.perf_counter() - tic - trained, "cache_built": built}
 
 
 def base_scores(args: argparse.Namespace, out: Path, backbone: str, footage: dict[str, Any]) -> dict[str, float]:
@@ -100,12 +101,12 @@ def base_scores(args: argparse.Namespace, out: Path, backbone: str, footage: dic
     return scores
 
 
-def summarise(runs: list[dict[str, Any]], base: dict[str, float], precision: str) -> list[dict[str, Any]]:
+def summarise(runs: list[dict[str, Any]], base: dict[str, float]) -> list[dict[str, Any]]:
     """Per row: the gain over the base (in the row's precision) as mean ± std over seeds, and the mean wall time."""
     table = []
     for row in dict.fromkeys(run["row"] for run in runs):
         mine = [run for run in runs if run["row"] == row]
-        reference = base["fp32" if "fp32" in mine[0]["flags"] else precision]
+        reference = base[mine[0]["precision"]]
         gains = [100 * (run["J&F"] - reference) for run in mine]
         table.append({"row": row, "seeds": len(mine), "gain_mean": statistics.mean(gains),
                       "gain_std": statistics.stdev(gains) if len(gains) > 1 else float("nan"), "gains": gains,
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     header = (f"# Ablation of the short-run recipe\n\n{label}; {args.steps} steps at batch {args.batch_size} on the cached "
               f"views of {args.cache_pairs} pairs, backbone in {args.backbone_precision}; seeds {args.seed_list}. Machine: {cpu_model()}, "
               f"fp32 matmul {matmul_rate():.0f} GFLOP/s. {time.perf_counter() - started:.0f} s in all.")
-    table = summarise(runs, base, args.backbone_precision)
+    table = summarise(runs, base)
     (out / "ablation.json").write_text(json.dumps({"base": base, "table": table, "runs": runs}, indent=2))
     path = write_table(out, table, base, header)
     print(path.read_text())

@@ -107,6 +107,13 @@ def encode_images(encoder: DenseEncoder, batches: Iterable[torch.Tensor]) -> lis
     return outputs
 
 
+def project_backbone_tokens(encoder: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """An adapter's float32 features from its frozen backbone's raw ``tokens`` (..., D): only the
+    projection runs, so a backbone pass can serve the base and every adapter on it."""
+    with torch.inference_mode():
+        return encoder.project(tokens).float()
+
+
 def fit_to_patches(size: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """Round (height, width) down to multiples of ``patch_size`` (at least one patch each).
 

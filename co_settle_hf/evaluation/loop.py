@@ -20,7 +20,7 @@ import torch
 from .cache import FeatureCache
 from .images import image_header, read_frames
 from .distributed import Processes
-from .features import DenseEncoder, _encoder_device, extract_video_features
+from .features import DenseEncoder, _encoder_device, extract_video_features, project_backbone_tokens
 from .outputs import OutputFolder, open_output
 from .propagation import PropagationSettings, propagate_labels
 
@@ -90,18 +90,16 @@ def video_features(encoder: DenseEncoder, video: Any, size: tuple[int, int], cac
     The cache holds the frozen backbone's raw tokens, so every adapter on one backbone (and the
     backbone itself) reuses a single backbone pass: an adapter only runs its projection on them.
     """
-    def compute(raw: bool = False) -> torch.Tensor:
-        frames = video.read_all() if hasattr(video, "read_all") else read_frames(video.frames)
-        return extract_video_features(getattr(encoder, "backbone", None) or encoder, frames, size=size, normalise=False) \
-            if raw else extract_video_features(encoder, frames, size=size)
+    def frames() -> torch.Tensor:
+        return video.read_all() if hasattr(video, "read_all") else read_frames(video.frames)
 
     if cache is None:
-        return compute()
-    tokens = cache.get(video.frames, size, lambda: compute(raw=True))
+        return extract_video_features(encoder, frames(), size=size)
+    backbone = getattr(encoder, "backbone", None) or encoder
+    tokens = cache.get(video.frames, size, lambda: extract_video_features(backbone, frames(), size=size, normalise=False))
     tokens = tokens if device is None else tokens.to(device)
-    if hasattr(encoder, "project"):
-        with torch.inference_mode():
-            tokens = encoder.project(tokens).float()
+    if backbone is not encoder:
+        tokens = project_backbone_tokens(encoder, tokens)
     return torch.nn.functional.normalize(tokens, dim=-1)
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from co_settle_hf.evaluation.distributed import blocks
-from co_settle_hf.evaluation.features import DenseEncoder, encode_images
+from co_settle_hf.evaluation.features import DenseEncoder, encode_images, project_backbone_tokens
 from co_settle_hf.objective.cycle import cycle_consistency_loss
 
 #: Frame pairs (as fractions of the video length T) for the cycle accuracy, as released.
@@ -550,8 +550,7 @@ def encode_sharing_backbones(encoders: Mapping[str, DenseEncoder], images: Tenso
     for key, encoder in encoders.items():
         backbone = getattr(encoder, "backbone", None)
         if backbone is not None and id(backbone) in ids:
-            with torch.inference_mode():
-                out[key] = encoder.project(tokens(backbone)).float()
+            out[key] = project_backbone_tokens(encoder, tokens(backbone))
         else:
             out[key] = tokens(encoder)
     return out

@@ -279,11 +279,10 @@ def train_micro_batch(run: Run, state: RunState, frames: torch.Tensor | None, nu
         # with zero weight, so processes stay in lockstep and steps stay aligned to batches.
         frames = torch.zeros(1, 2, 3, args.image_size, args.image_size, device=accelerator.device)
     with accelerator.accumulate(run.model):
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step)
         if run.feature_cache is not None:  # `frames` are cached views: the backbone is not run
             out = cached_objective(run.model, frames)
         else:
-            out = training_forward(run.model, frames, generator)
+            out = training_forward(run.model, frames, torch.Generator().manual_seed(args.seed * 1_000_003 + state.step))
         metrics = StepMetrics.gather(accelerator, out, has_data, num_bad, args.per_device_train_batch_size)
         if not metrics.is_finite():
             where = f"; the last good checkpoint ({state.last_checkpoint}) is kept" if state.last_checkpoint else ""
