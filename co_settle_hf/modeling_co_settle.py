@@ -9,24 +9,23 @@ it is bundled, or from the user (checked for fit).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput, cached_file
-from transformers.utils.hub import extract_commit_hash
 
 from .backbones.encoder import BackboneEncoder, PositionCrop
 from .configuration_co_settle import PROJECTION_DEPTH, CoSettleConfig
+from .hub.arguments import ADAPTER_FILE_ARGUMENTS, PUSH_ARGUMENTS, download_kwargs, keyword_parameters
 from .image_processing_co_settle import save_image_processor
 from .projection_init import PROJECTION_INITS, RELEASED, resolve_projection_init
 
@@ -35,9 +34,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 BACKBONE_SUBFOLDER = "backbone"
-# Passed by AutoModel or pipeline(), meaningless for an adapter whose weights are one small file.
-IGNORED_LOAD_KWARGS = {"adapter_kwargs", "trust_remote_code", "_from_pipeline", "_from_auto", "_commit_hash", "use_safetensors"}
-PUSH_KWARGS = ("commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
 
 
 class AdapterLoadError(OSError):
@@ -99,8 +95,13 @@ class CoSettleModel(PreTrainedModel):
     base_model_prefix = "co_settle"
     main_input_name = "pixel_values"
     _no_split_modules: list[str] = []
+    # The projection has no attention: whatever implementation is asked for is the backbone's to use.
+    _supports_sdpa = _supports_flash_attn = _supports_flex_attn = True
 
-    def __init__(self, config: CoSettleConfig, backbone: BackboneEncoder | None = None) -> None:
+    def __init__(self, config: CoSettleConfig, backbone: BackboneEncoder | None = None, **unknown: Any) -> None:
+        if unknown:  # what transformers' from_pretrained left over: neither its own arguments nor config fields
+            raise TypeError(f"CoSettleModel.from_pretrained got unexpected keyword argument(s) {sorted(unknown)}: "
+                            "neither CoSettleConfig fields nor arguments of transformers' from_pretrained")
         super().__init__(config)
         self.projection = CoSettleProjection(config.hidden_size, config.projection)
         self.backbone: BackboneEncoder | None = None
@@ -226,7 +227,7 @@ class CoSettleModel(PreTrainedModel):
         """
         from .hub.model_card import update_card
 
-        hub = {name: kwargs.pop(name) for name in PUSH_KWARGS if name in kwargs}
+        hub = {name: kwargs.pop(name) for name in PUSH_ARGUMENTS - {"max_shard_size"} if name in kwargs}
         bundle = bool(self.config.base_model_subfolder) if save_backbone is None else save_backbone
         if push_to_hub:
             if hub.get("create_pr") and hub.get("revision") not in (None, "main"):
@@ -257,30 +258,20 @@ class CoSettleModel(PreTrainedModel):
         return None
 
     def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str | None = "50GB",
-        tags: list[str] | None = None,
-        push_backbone: bool | None = None,
-        model_card: dict[str, Any] | None = None,
+        self, repo_id: str, *, push_backbone: bool | None = None, model_card: dict[str, Any] | None = None, **kwargs: Any,
     ) -> Any:
-        """Upload the adapter (transformers' `push_to_hub` arguments); returns the commit info.
+        """Upload the adapter, with the arguments of transformers' `push_to_hub`; returns the commit info.
 
         `revision` names a branch (created if needed). An adapter whose base is only local is refused
         unless `push_backbone=True`, which uploads the backbone into `backbone/` of the same repository.
         """
-        hub = dict(commit_message=commit_message or "Upload Co-Settle adapter", commit_description=commit_description,
-                   private=private, token=token, revision=revision, create_pr=create_pr, tags=tags)
+        unknown = sorted(set(kwargs) - PUSH_ARGUMENTS)
+        if unknown:
+            raise TypeError(f"CoSettleModel.push_to_hub got unexpected keyword argument(s) {unknown}")
+        kwargs["commit_message"] = kwargs.get("commit_message") or "Upload Co-Settle adapter"
         with tempfile.TemporaryDirectory() as folder:
             return self.save_pretrained(folder, model_card=model_card, save_backbone=push_backbone, push_to_hub=True,
-                                        repo_id=repo_id, max_shard_size=max_shard_size, **hub)
+                                        repo_id=repo_id, **kwargs)
 
     def _require_backbone(self) -> BackboneEncoder:
         if self.backbone is None:
@@ -295,72 +286,35 @@ class CoSettleModel(PreTrainedModel):
         *model_args: Any,
         backbone: BackboneEncoder | nn.Module | str | None = None,
         backbone_revision: str | None = None,
-        config: CoSettleConfig | None = None,
-        revision: str | None = None,
-        subfolder: str = "",
-        cache_dir: str | os.PathLike | None = None,
-        token: bool | str | None = None,
-        local_files_only: bool = False,
-        force_download: bool = False,
-        dtype: Any = None,
-        torch_dtype: Any = None,
-        device_map: Any = None,
-        attn_implementation: str | None = None,
         **kwargs: Any,
     ) -> "CoSettleModel":
         """Load an adapter (folder or Hub id) and its frozen backbone, as transformers loads a model.
 
-        Without `backbone`, the base named in the config is loaded at its pinned commit (or
-        `backbone_revision`), or the bundled copy from the adapter's own `backbone/` subfolder. With
-        one (a model, a `BackboneEncoder`, an id or a path) it is checked to fit. `revision`,
-        `subfolder`, `cache_dir`, `token`, `local_files_only`, `force_download` apply to the adapter's
-        files (and to the backbone's, but `subfolder` and `revision`); `dtype` (or `torch_dtype`),
-        `device_map` and `attn_implementation` to the backbone's loading; `dtype` to the projection too.
-        Other keyword arguments must be config fields, and override them.
+        The adapter's own files are read by transformers' `PreTrainedModel.from_pretrained`, so it takes
+        every argument that does (`revision`, `subfolder`, `cache_dir`, `proxies`, `token`, `dtype`,
+        `device_map`, `output_loading_info`, ...), and config fields as overrides. The same arguments,
+        less those naming the adapter's own files (`revision`, `subfolder`, `variant`, ...) and config
+        fields, load the backbone: the base named in the config at its pinned commit (or
+        `backbone_revision`), or the bundled copy in the adapter's own `backbone/` subfolder. A given
+        `backbone` (a model, a `BackboneEncoder`, an id or a path) is checked to fit instead.
         """
         if model_args:
             raise TypeError(f"CoSettleModel.from_pretrained takes no extra positional arguments, got {model_args!r}")
         source = str(pretrained_model_name_or_path)
-        hub = dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only, force_download=force_download)
-        files = dict(revision=revision, subfolder=subfolder, **hub)
-        config_path = _adapter_file(source, CONFIG_NAME, files)
-        if config is None or not isinstance(config, CoSettleConfig):
-            config = CoSettleConfig.from_dict(_read_json(config_path))
-        _override_config(config, kwargs)
-        model = cls(config)
-        model._load_projection(_adapter_file(source, WEIGHTS_NAME, files))
-        card = _adapter_file(source, CARD_NAME, files, optional=True)
-        if card is not None:
-            with open(card, encoding="utf-8") as handle:
-                model._model_card = handle.read()
-        dtype = _resolve_dtype(dtype if dtype is not None else torch_dtype, config)
-        if dtype is not None:
-            model.projection.to(dtype)
+        return_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("use_safetensors", True)  # the adapter is a safetensors file: never look for a pickle
+        model, info = _load_adapter(cls, source, kwargs)
+        model._model_card = _read_card(source, kwargs)
+        base_kwargs = {k: v for k, v in kwargs.items() if not _about_adapter_only(k)}
         if backbone is None:
-            backbone = _load_base(
-                config, source, subfolder, extract_commit_hash(config_path, None) or revision, backbone_revision, hub,
-                dict(dtype=dtype, device_map=device_map, attn_implementation=attn_implementation),
-            )
+            backbone = _load_base(model.config, source, kwargs, backbone_revision, base_kwargs)
         elif isinstance(backbone, (str, os.PathLike)):
-            backbone = BackboneEncoder.from_pretrained(str(backbone), revision=backbone_revision, dtype=dtype, device_map=device_map,
-                                                       attn_implementation=attn_implementation, **hub)
+            backbone = BackboneEncoder.from_pretrained(str(backbone), revision=backbone_revision, **base_kwargs)
         elif not isinstance(backbone, BackboneEncoder):
             backbone = BackboneEncoder(backbone)
         model.attach_backbone(backbone)
-        return model.eval()
-
-    def _load_projection(self, weights: str) -> None:
-        try:
-            state = load_file(weights)
-        except (SafetensorError, OSError) as error:
-            raise AdapterLoadError(f"{weights} is not a readable safetensors file ({error}).") from None
-        expected = set(self.state_dict())
-        if set(state) != expected:
-            raise AdapterLoadError(
-                f"{weights} does not hold a {self.config.projection} Co-Settle projection: "
-                f"missing {sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}."
-            )
-        self.load_state_dict(state)
+        model.eval()
+        return (model, info) if return_info else model
 
 
 # ---------------------------------------------------------------------- state dict: projection only
@@ -383,13 +337,52 @@ def _ignore_missing_backbone_keys(module: CoSettleModel, incompatible_keys: Any)
 
 
 # ---------------------------------------------------------------------- loading helpers
+def _load_adapter(cls: type[CoSettleModel], source: str, kwargs: dict[str, Any]) -> tuple[CoSettleModel, dict[str, Any]]:
+    """Config and projection through transformers' loader, its errors naming the adapter."""
+    try:
+        model, info = super(CoSettleModel, cls).from_pretrained(source, output_loading_info=True, **kwargs)
+    except SafetensorError as error:
+        raise AdapterLoadError(f"Adapter {source!r}: {WEIGHTS_NAME} is not a readable safetensors file ({error}).") from None
+    except OSError as error:
+        raise AdapterLoadError(f"Could not load Co-Settle adapter {source!r}: {error}") from None
+    wrong = {what: sorted(info[f"{what}_keys"]) for what in ("missing", "unexpected", "mismatched") if info.get(f"{what}_keys")}
+    if wrong:
+        found = "; ".join(f"{what} {keys}" for what, keys in wrong.items())
+        raise AdapterLoadError(f"{WEIGHTS_NAME} of {source!r} does not hold a {model.config.projection} Co-Settle projection: {found}.")
+    return model, info
+
+
+def _read_card(source: str, kwargs: dict[str, Any]) -> str | None:
+    """The adapter's model card, if it has one (updated, never re-rendered, on the next save)."""
+    path = cached_file(
+        source, CARD_NAME, **download_kwargs(kwargs), _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
+    )
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+@lru_cache(maxsize=1)
+def _config_fields() -> frozenset[str]:
+    """The settings CoSettleConfig declares: overrides for the adapter, never for its base."""
+    return keyword_parameters(CoSettleConfig.__init__, "self")
+
+
+def _about_adapter_only(name: str) -> bool:
+    """A `from_pretrained` argument that names the adapter's files, a config field, or a private marker of
+    this call (`_from_auto`, `_from_pipeline`, `_commit_hash`): not passed on to the base's loading."""
+    return name.startswith("_") or name in ADAPTER_FILE_ARGUMENTS or name in _config_fields()
+
+
 def _load_base(
-    config: CoSettleConfig, source: str, subfolder: str, adapter_commit: str | None, backbone_revision: str | None,
-    hub: dict[str, Any], model_kwargs: dict[str, Any],
+    config: CoSettleConfig, source: str, kwargs: dict[str, Any], backbone_revision: str | None, base_kwargs: dict[str, Any],
 ) -> BackboneEncoder:
     """The backbone the config names: bundled in the adapter's own source, or the base at its commit."""
     if config.base_model_subfolder:
         name = source
+        subfolder = kwargs.get("subfolder") or ""
+        adapter_commit = getattr(config, "_commit_hash", None) or kwargs.get("revision")
         where = dict(subfolder=os.path.join(subfolder, config.base_model_subfolder) if subfolder else config.base_model_subfolder,
                      revision=backbone_revision or adapter_commit)
     elif config.base_model_name_or_path:
@@ -398,64 +391,13 @@ def _load_base(
     else:
         raise AdapterLoadError(f"Adapter {source!r} names no base backbone: pass backbone=... (a model, a Hub id or a path).")
     try:
-        return BackboneEncoder.from_pretrained(name, **where, **hub, **model_kwargs)
+        return BackboneEncoder.from_pretrained(name, **where, **base_kwargs)
     except OSError as error:
         described = f"{name!r}" + (f" (subfolder {where['subfolder']!r})" if "subfolder" in where else "")
         raise AdapterLoadError(
             f"The base backbone {described} of adapter {source!r} cannot be found at revision {where['revision']!r}: {error}. "
             "Pass backbone=... (a model, a Hub id or a local path) to from_pretrained."
         ) from None
-
-
-def _override_config(config: CoSettleConfig, overrides: dict[str, Any]) -> None:
-    """transformers' rule: extra keyword arguments of from_pretrained that are config fields update it."""
-    unknown = []
-    for key, value in overrides.items():
-        if key in IGNORED_LOAD_KWARGS:
-            continue
-        if hasattr(config, key):
-            setattr(config, key, value)
-        else:
-            unknown.append(key)
-    if unknown:
-        raise TypeError(f"CoSettleModel.from_pretrained got unexpected keyword argument(s) {sorted(unknown)}")
-
-
-def _resolve_dtype(dtype: Any, config: CoSettleConfig) -> torch.dtype | None:
-    """A torch dtype from `dtype`/`torch_dtype` as transformers accepts them ("auto": the saved one)."""
-    if dtype == "auto":
-        dtype = getattr(config, "dtype", None)
-    if isinstance(dtype, str):
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"dtype {dtype!r} is not a torch dtype")
-        dtype = getattr(torch, dtype)
-    return dtype
-
-
-def _adapter_file(source: str, filename: str, files: dict[str, Any], optional: bool = False) -> str | None:
-    """Path of one adapter file, local or from the Hub, with an error that names what is missing."""
-    if os.path.isdir(source):
-        path = os.path.join(source, files.get("subfolder") or "", filename)
-        if os.path.isfile(path):
-            return path
-        if optional:
-            return None
-        raise AdapterLoadError(f"{path} is missing: {source} is not a complete Co-Settle adapter folder.")
-    try:
-        path = cached_file(source, filename, **files, _raise_exceptions_for_missing_entries=not optional)
-    except OSError as error:
-        raise AdapterLoadError(f"Could not get {filename} of adapter {source!r}: {error}") from None
-    if path is None and not optional:
-        raise AdapterLoadError(f"Adapter {source!r} has no {filename}.")
-    return path
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AdapterLoadError(f"{path} is not valid JSON ({error}).") from None
 
 
 # ---------------------------------------------------------------------- saving helpers

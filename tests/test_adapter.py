@@ -162,10 +162,10 @@ def test_missing_and_corrupt_adapter_files(backbone_dirs, tmp_path):
     with pytest.raises(AdapterLoadError, match="not a readable safetensors file"):
         CoSettleModel.from_pretrained(tmp_path)
     weights.unlink()
-    with pytest.raises(AdapterLoadError, match="model.safetensors is missing"):
+    with pytest.raises(AdapterLoadError, match="no file named model.safetensors"):
         CoSettleModel.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(AdapterLoadError, match="config.json is not valid JSON"):
+    with pytest.raises(AdapterLoadError, match="config.json.* is not a valid JSON file"):
         CoSettleModel.from_pretrained(tmp_path)
     assert not (tmp_path / "adapter_config.json").exists()
 

@@ -16,4 +16,5 @@ def test_readme_snippet_runs(tmp_path, monkeypatch, capsys):
     runpy.run_path(str(tmp_path / "snippet.py"))
     printed = capsys.readouterr().out.splitlines()
     assert printed[:3] == ["torch.Size([2, 16, 16, 384])", "torch.Size([2, 16, 16, 384])", "(34, 62)"]
+    assert printed[-1] == "CoSettleModel (1, 384)"  # pipeline(...) and AutoModel.from_pretrained(...) as the README shows
     assert sorted(p.name for p in (tmp_path / "my-adapter").iterdir()) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 
+from ..hub.arguments import download_kwargs
 from .families import BackboneFamily, family_for
 from .inputs import check_pixel_values
 from .positions import POSITION_INTERPOLATIONS, interpolation
@@ -184,26 +185,18 @@ class BackboneEncoder(nn.Module):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str,
-        revision: str | None = None,
-        *,
-        subfolder: str = "",
-        dtype: Any = None,
-        device_map: Any = None,
-        attn_implementation: str | None = None,
-        **hub_kwargs: Any,
-    ) -> "BackboneEncoder":
+    def from_pretrained(cls, name_or_path: str, revision: str | None = None, *, subfolder: str = "", **kwargs: Any) -> "BackboneEncoder":
         """Load a backbone by Hub id or local path through transformers' own `from_pretrained`.
 
-        `dtype`, `device_map` and `attn_implementation` go to the model; `subfolder`, `revision`,
-        `cache_dir`, `token`, `local_files_only`, `force_download` to every file read. The resolved
-        commit is kept as `revision`; a local folder is kept as its absolute path.
+        Every keyword argument goes to the model's `from_pretrained` (`dtype`, `device_map`,
+        `attn_implementation`, `proxies`, ...); those a file read takes (`cache_dir`, `token`, `proxies`,
+        `local_files_only`, ...) also go to the config and processor reads. The resolved commit is kept
+        as `revision`; a local folder is kept as its absolute path.
         """
         if os.path.isdir(name_or_path):
             name_or_path = os.path.abspath(name_or_path)
-        config = transformers.AutoConfig.from_pretrained(name_or_path, revision=revision, subfolder=subfolder, **hub_kwargs)
+        files = download_kwargs(kwargs)
+        config = transformers.AutoConfig.from_pretrained(name_or_path, revision=revision, subfolder=subfolder, **files)
         family = family_for(config.model_type, name_or_path)
         if family.model_class and config.model_type in family.model_types:
             model_class = getattr(transformers, family.model_class)
@@ -211,12 +204,11 @@ class BackboneEncoder(nn.Module):
             model_class = transformers.AutoModel
         for key, value in family.load_kwargs.items():  # before loading, as the model may read them in __init__
             setattr(config, key, value)
-        model_kwargs = {k: v for k, v in dict(dtype=dtype, device_map=device_map, attn_implementation=attn_implementation).items() if v is not None}
         if _has_pooler_option(model_class, config):  # patch tokens only: no pooler to build (or to warn about)
-            model_kwargs["add_pooling_layer"] = False
-        model = model_class.from_pretrained(name_or_path, config=config, revision=revision, subfolder=subfolder, **hub_kwargs, **model_kwargs)
-        commit = _resolved_commit(name_or_path, revision, subfolder, hub_kwargs)
-        processor = _read_processor_dict(name_or_path, commit, subfolder, hub_kwargs)
+            kwargs["add_pooling_layer"] = False
+        model = model_class.from_pretrained(name_or_path, config=config, revision=revision, subfolder=subfolder, **kwargs)
+        commit = _resolved_commit(name_or_path, revision, subfolder, files)
+        processor = _read_processor_dict(name_or_path, commit, subfolder, files)
         stats = processor if processor and "image_mean" in processor and "image_std" in processor else {}
         return cls(
             model, name_or_path=name_or_path, revision=commit, image_processor=processor,
