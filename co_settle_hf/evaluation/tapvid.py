@@ -100,6 +100,30 @@ class TapVidTask:
         return summary
 
 
+#: Points and frames in the tracks picture (one colour each of the colour-blind-safe palette).
+PICTURE_POINTS, PICTURE_FRAMES = 7, 4
+
+
+def write_tracks_picture(video: TapVidVideo, folders: dict[str, Path], path: Path, title: str) -> Path:
+    """Ground truth and each model's tracks (``folders``: label -> its output folder) on a few frames of ``video``.
+
+    Shows up to :data:`PICTURE_POINTS` queries of the earliest query frame, on :data:`PICTURE_FRAMES`
+    frames from there to the end.
+    """
+    from .plots import tracks_figure
+
+    predictions = {label: read_predictions(folder / f"{video.name}.npz") for label, folder in folders.items()}
+    first = next(iter(predictions.values()))
+    start = int(first["queries"][:, 0].min())
+    candidates = np.flatnonzero(first["queries"][:, 0] == start)
+    chosen = candidates[np.linspace(0, len(candidates) - 1, min(PICTURE_POINTS, len(candidates))).round().astype(int)]
+    ids = first["track_ids"][chosen]
+    panels = {"ground truth": (video.points[ids], video.occluded[ids]),
+              **{label: (p["tracks"][chosen], p["occluded"][chosen]) for label, p in predictions.items()}}
+    frames = np.linspace(start, video.num_frames - 1, min(PICTURE_FRAMES, video.num_frames - start)).round().astype(int)
+    return tracks_figure(video.read_all().numpy(), panels, sorted(set(frames.tolist())), path, title)
+
+
 def evaluate_tapvid(
     encoder: DenseEncoder,
     root: str | Path,
