@@ -12,7 +12,7 @@ from typing import Sequence
 
 COMMANDS = {
     "train": ("co_settle_hf.training.trainer", "adapt a backbone on unlabeled video (Accelerate)"),
-    "eval": ("co_settle_hf.evaluation.cli", "DAVIS / JHMDB / VIP propagation, UCF101 / HMDB51 retrieval and the trade-off analysis"),
+    "eval": ("co_settle_hf.evaluation.cli", "DAVIS / JHMDB / VIP propagation, TAP-Vid point tracking, UCF101 / HMDB51 retrieval and the trade-off analysis"),
     "demo": ("co_settle_hf.demo.run", "the whole method offline on real weights and real footage"),
     "ablate": ("co_settle_hf.demo.ablation", "what each choice of a short run is worth, over seeds, on the demo's benchmark"),
     "bench": ("co_settle_hf.benchmark", "cost of everything beside the backbone, as ratios"),

@@ -1,4 +1,4 @@
-"""`accelerate launch -m co_settle_hf.evaluate {davis,jhmdb,vip,retrieval,tradeoff} ...`: see `co_settle_hf.evaluation.cli`.
+"""`accelerate launch -m co_settle_hf.evaluate {davis,jhmdb,vip,tapvid,retrieval,tradeoff} ...`: see `co_settle_hf.evaluation.cli`.
 
 The same command as `co-settle eval`; under Accelerate the videos are shared among the processes.
 """

@@ -189,3 +189,73 @@ def write_ucf101(root: Path, train: int = 4, test: int = 2, classes: int = 5) ->
     (splits / "trainlist01.txt").write_text("".join(f"{v} {labels[v.split('/')[0]]}\n" for v in lists["train"]))
     (splits / "testlist01.txt").write_text("".join(f"{v}\n" for v in lists["test"]))
     return root
+
+
+# ----------------------------------------------------------------------------- TAP-Vid
+
+TAPVID_SIZE, TAPVID_T, TAPVID_STEP = 128, 6, (3, 2)  # frame side, frames, content motion (x, y) in px per frame
+#: A flat grey square that hides the points under it on every frame (frame pixels: top, bottom, left, right).
+TAPVID_OCCLUDER = (8, 40, 80, 112)
+
+
+def tapvid_video(seed: int = 0, num_points: int = 24) -> dict[str, np.ndarray]:
+    """A smooth random texture sliding by TAPVID_STEP px per frame under a fixed grey square, with the true
+    tracks of random points: {"video": uint8 (T, S, S, 3), "points": (N, T, 2) normalised x, y, "occluded": (N, T)}.
+
+    A point is occluded on a frame where it has left the frame or lies under the square.
+    """
+    import scipy.ndimage
+
+    rng = np.random.default_rng(seed)
+    margin = max(TAPVID_STEP) * TAPVID_T
+    side = TAPVID_SIZE + margin
+    noise = rng.normal(size=(side, side, 3))
+    texture = np.stack([scipy.ndimage.gaussian_filter(noise[..., c], 3.0, mode="wrap") for c in range(3)], -1)
+    texture = (texture - texture.min()) / (texture.max() - texture.min()) * 255
+    top, bottom, left, right = TAPVID_OCCLUDER
+    frames, tracks = [], []
+    start = rng.uniform(4, TAPVID_SIZE - 4, (num_points, 2))  # frame-0 pixel positions (x, y); 0 = left edge
+    for t in range(TAPVID_T):
+        dx, dy = TAPVID_STEP[0] * t, TAPVID_STEP[1] * t
+        frame = texture[dy:dy + TAPVID_SIZE, dx:dx + TAPVID_SIZE].copy()  # content moves by (-dx, -dy)
+        frame[top:bottom, left:right] = 128
+        frames.append(frame)
+        tracks.append(start - np.array([dx, dy]))
+    points = np.stack(tracks, axis=1)
+    x, y = points[..., 0], points[..., 1]
+    occluded = (x < 0) | (y < 0) | ((x >= left) & (x < right) & (y >= top) & (y < bottom))
+    return {"video": np.stack(frames).round().astype(np.uint8), "points": points / TAPVID_SIZE, "occluded": occluded}
+
+
+class PatchPixelEncoder:
+    """Fake encoder for point tracking: per 8 px cell, the 2x2-pooled pixels of the 16 x 16 window
+    centred on it, minus their mean (D = 192). Overlapping windows make neighbouring cells alike, as
+    a ViT's are, and a flat patch has no feature, so it matches nothing (an occluder looks occluded)."""
+
+    image_mean = (0.5, 0.5, 0.5)
+    image_std = (0.25, 0.25, 0.25)
+    patch_size = 8
+
+    def __call__(self, pixel_values):
+        b, _, h, w = pixel_values.shape
+        pooled = F.avg_pool2d(pixel_values, 2)
+        windows = F.unfold(pooled, 8, stride=4, padding=2).transpose(1, 2)  # (B, h/8 * w/8, 3 * 8 * 8)
+        windows = windows - windows.mean(dim=-1, keepdim=True)
+        return windows.reshape(b, h // 8, w // 8, -1)
+
+
+def write_tapvid_npz(root: Path, names: tuple[str, ...] = ("bear", "cows")) -> Path:
+    """The converted layout: root/<video>.npz with video, points, occluded."""
+    root.mkdir(parents=True)
+    for seed, name in enumerate(names):
+        np.savez(root / f"{name}.npz", **tapvid_video(seed))
+    return root
+
+
+def write_tapvid_pickle(path: Path, names: tuple[str, ...] = ("bear", "cows")) -> Path:
+    """The published layout: one pickle, video name -> {video, points, occluded}."""
+    import pickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({name: tapvid_video(seed) for seed, name in enumerate(names)}))
+    return path

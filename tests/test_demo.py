@@ -34,6 +34,11 @@ def test_demo_writes_a_report_of_measured_numbers(tmp_path):
     split = json.loads((out / "eval" / "retrieval" / "model2-adapter" / "retrieval.json").read_text())
     assert split["gallery"] == 13 and split["queries"] == 7 and split["classes"] == 2  # carphone 120, bunny tail 44
     assert (out / "eval" / "retrieval" / "comparison.md").is_file()
+    # Point tracking on the benchmark's object points: base, control and adapter, numbers from the run's files.
+    cells = re.findall(r"^\| tracking AJ [^|]*\| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|", text, re.M)
+    assert [float(v) for v in cells[0]] == [round(measured["tracking"][m]["average_jaccard"], 4)
+                                            for m in ("base", "untrained", "adapted")]
+    assert "eval/tapvid/tracks_000-clip0.png" in pictures and (out / "eval" / "tapvid" / "comparison.md").is_file()
     # Held-out clips are never trained on.
     assert not set(measured["training"]) & {"carphone", "bigbuckbunny_tail"}
     assert sorted(p.name for p in (out / "data" / "train").iterdir()) == [

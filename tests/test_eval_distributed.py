@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_fixtures import tradeoff_videos, write_davis, write_tradeoff_clips, write_ucf101
+from eval_fixtures import tradeoff_videos, write_davis, write_tapvid_npz, write_tradeoff_clips, write_ucf101
 from tiny_backbones import save_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"davis": ("DAVIS", ["--size", "64", "96"]), "tradeoff": ("clips", []),
-         "retrieval": ("UCF101", ["--num-frames", "2"])}
+         "retrieval": ("UCF101", ["--num-frames", "2"]), "tapvid": ("TAPVID", ["--size", "64", "64"])}
 #: What each task's results count, and how many there are.
-COUNTS = {"davis": ("num_sequences", 5), "tradeoff": ("num_videos", 5), "retrieval": ("gallery", 6)}
+COUNTS = {"davis": ("num_sequences", 5), "tradeoff": ("num_videos", 5), "retrieval": ("gallery", 6), "tapvid": ("num_videos", 5)}
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def data(tmp_path_factory) -> Path:
     write_davis(root / "DAVIS", names=("a", "b", "c", "d", "e"))  # 5 sequences: 3 and 2 per process
     write_tradeoff_clips(root / "clips", tradeoff_videos(5))
     write_ucf101(root / "UCF101", train=3, test=1, classes=2)  # 8 videos: 4 and 4 per process
+    write_tapvid_npz(root / "TAPVID", names=("a", "b", "c", "d", "e"))
     return root
 
 

@@ -15,6 +15,7 @@ from co_settle_hf.demo.synthetic import (
     davis_palette,
     make_propagation_benchmark,
     object_layers,
+    object_point_tracks,
     plan_sequence,
     render_sequence,
 )
@@ -113,6 +114,10 @@ def test_benchmark_files_are_deterministic_and_exact(tmp_path, clips):
 
     names = (first / "ImageSets" / "2017" / "val.txt").read_text().split()
     assert names == ["000-clip0", "001-clip1"]
+    from co_settle_hf.evaluation.tapvid_data import list_tapvid_videos
+
+    tracked = list_tapvid_videos(first / "TAPVID")
+    assert [v.name for v in tracked] == names and all(v.points.shape[1] == FRAMES for v in tracked)
     meta = json.loads((first / "meta.json").read_text())
     assert meta["seed"] == 5 and list(meta["sequences"]) == names and meta["size"] == list(SIZE)
     palette = davis_palette().reshape(-1).tolist()
@@ -127,6 +132,26 @@ def test_benchmark_files_are_deterministic_and_exact(tmp_path, clips):
             jpg = np.array(Image.open(first / "JPEGImages" / "480p" / name / f"{t:05d}.jpg")).astype(np.int64)
             assert jpg.shape == (*SIZE, 3)
             assert np.abs(jpg - frames[t].numpy()).mean() < 6  # JPEG q95: close to, not equal to, the render
+
+
+def test_point_tracks_follow_the_objects_texture(clips):
+    plan, _ = benchmark_sequence_plan(_synthetic_background(1), [clips["bikes"]], 3, 0, FRAMES, SIZE)
+    frames, masks = render_sequence(plan)
+    points, occluded = object_point_tracks(plan, masks, 30, np.random.default_rng(0))
+    assert points.shape == (30 * len(plan.objects), FRAMES, 2) and not occluded[:, 0].any()  # visible where drawn
+    pixels = np.floor(points * np.array([SIZE[1], SIZE[0]])).astype(int)
+    t = np.arange(FRAMES)[None]
+    inside = (pixels >= 0).all(-1) & (pixels[..., 0] < SIZE[1]) & (pixels[..., 1] < SIZE[0])
+    rows, cols = pixels[..., 1].clip(0, SIZE[0] - 1), pixels[..., 0].clip(0, SIZE[1] - 1)
+    owner = np.repeat(np.arange(len(plan.objects)) + 1, 30)[:, None]
+    assert np.array_equal(~occluded, inside & (masks.numpy()[t, rows, cols] == owner))  # its object's pixel, or hidden
+    assert occluded[:, 1:].any()  # the plan guarantees an occlusion, and points see it
+    # A visible point shows the texel it showed in frame 0; the same pixel a few columns away does not.
+    colours = frames.numpy()[t, rows, cols].astype(int)
+    tracked = np.abs(colours - colours[:, :1])[~occluded].mean()
+    shifted = frames.numpy()[t, rows, (cols + 5).clip(0, SIZE[1] - 1)].astype(int)
+    control = np.abs(shifted - colours[:, :1])[~occluded].mean()
+    assert tracked < 0.25 * control
 
 
 def test_benchmark_refuses_bad_input(tmp_path, clips):

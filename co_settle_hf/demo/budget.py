@@ -23,6 +23,8 @@ from ..training.feature_cache import cached_objective
 MIN_CACHE_PAIRS, MAX_CACHE_PAIRS = 64, 256
 #: Fixed costs: a trainer start (backbone load, Accelerate) and each evaluation command's loading and pictures.
 TRAINER_START_S, EVAL_COMMAND_S = 8.0, 6.0
+#: The demo's evaluation commands (propagation, trade-off, retrieval, tracking), each paying EVAL_COMMAND_S.
+EVAL_COMMANDS = 4
 #: Safety margins: estimates are multiplied by this, and this share of the budget is kept back.
 ESTIMATE_MARGIN, RESERVE_SHARE = 1.25, 0.05
 
@@ -103,7 +105,7 @@ def plan_run(budget_s: float, elapsed_s: float, speed: Speed, eval_images: tuple
     ``eval_images`` = (images at the evaluation size, images at the training size) that the
     evaluations pass through the backbone; ``cache_pairs``/``seeds`` fix what the user fixed.
     """
-    evaluation = ESTIMATE_MARGIN * (eval_images[0] * speed.eval_image_s + eval_images[1] * speed.eval_small_image_s) + 3 * EVAL_COMMAND_S
+    evaluation = ESTIMATE_MARGIN * (eval_images[0] * speed.eval_image_s + eval_images[1] * speed.eval_small_image_s) + EVAL_COMMANDS * EVAL_COMMAND_S
     left = budget_s * (1 - RESERVE_SHARE) - elapsed_s - evaluation
     per_pair = ESTIMATE_MARGIN * 3 * speed.train_image_s
     one_run = lambda pairs: TRAINER_START_S + pairs * per_pair + ESTIMATE_MARGIN * steps * speed.step_s  # noqa: E731

@@ -10,8 +10,9 @@
 4. Training with the real trainer (Accelerate, the Co-Settle objective) on those cached views.
 5. Evaluation of the base backbone and the adapter in the same run: the trade-off analysis on the
    held-out clips, label propagation (`co-settle eval davis`, one comparison run) on a benchmark in
-   the DAVIS layout whose objects, with exactly known masks, move over the held-out footage, and
-   clip retrieval (`co-settle eval retrieval`) on windows of the held-out clips in the UCF101
+   the DAVIS layout whose objects, with exactly known masks, move over the held-out footage, point
+   tracking (`co-settle eval tapvid`) on the same sequences, whose every object point's position the
+   generator knows, and clip retrieval (`co-settle eval retrieval`) on windows of the held-out clips in the UCF101
    layout, each window's class being the clip it was cut from.
 6. `report.md` with every number measured in this run.
 """
@@ -173,7 +174,7 @@ def size_the_run(args: argparse.Namespace, backbone: str, elapsed: float) -> tup
     """Measure the backbone here and choose the cache, steps and seeds that fit ``--time-budget``."""
     precision = choose_precision(args.backbone_precision)
     speed = measure_speed(backbone, precision, CoSettleConfig().image_size, tuple(args.eval_size), args.batch_size)
-    eval_images = (args.num_sequences * BENCHMARK_FRAMES, TRADEOFF_IMAGES + 2 * RETRIEVAL_IMAGES)
+    eval_images = (2 * args.num_sequences * BENCHMARK_FRAMES, TRADEOFF_IMAGES + 2 * RETRIEVAL_IMAGES)  # propagation, tracking
     plan = plan_run(args.time_budget, elapsed, speed, eval_images, args.steps, precision, args.feature_cache_pairs, args.seeds)
     return plan, speed
 
@@ -207,21 +208,22 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     print("[4/5] evaluation", flush=True)
     tic = time.perf_counter()
-    davis, tradeoff, retrieval = evaluate(args, out, footage, Path(backbone), adapters)
+    davis, tradeoff, retrieval, tracking = evaluate(args, out, footage, Path(backbone), adapters)
     timings["evaluation"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
 
     print("[5/5] report", flush=True)
     record_results_in_card(adapter, davis)
-    report = write_report(out, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter,
+    report = write_report(out, args, backbone_label, footage, summary, davis, tradeoff, retrieval, tracking, timings, adapter,
                           train_args[args.seed], plan, speed)
     print(f"Report: {report}")
     return report
 
 
 def evaluate(args: argparse.Namespace, out: Path, footage: dict[str, Any], backbone: Path, adapters: dict[int, Path]
-             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Propagation (base, untrained control, every seed's adapter: one backbone pass serves all), trade-off, retrieval;
+             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Propagation (base, untrained control, every seed's adapter: one backbone pass serves all), trade-off, retrieval,
+    point tracking (base, control, adapter);
     the backbone in fp32 (bf16 moved the base's J&F by 0.3 points here, more than the 0.2 we allow)."""
     from ..modeling_co_settle import CoSettleModel
 
@@ -240,7 +242,11 @@ def evaluate(args: argparse.Namespace, out: Path, footage: dict[str, Any], backb
                         str(TRADEOFF_FRAMES))
     footage["retrieval"] = prepare_retrieval(out / "data" / "retrieval", footage["frames"])
     rows = run_eval("retrieval", [backbone, adapter], out / "data" / "retrieval", out / "eval" / "retrieval")
-    return davis, tradeoff, {"base": rows[str(backbone)], "adapted": rows[str(adapter)]}
+    retrieval = {"base": rows[str(backbone)], "adapted": rows[str(adapter)]}
+    tracked = {"base": backbone, "untrained": untrained, "adapted": adapter}
+    rows = run_eval("tapvid", list(tracked.values()), footage["benchmark"] / "TAPVID", out / "eval" / "tapvid", "--size",
+                    *(str(v) for v in args.eval_size), "--feature-cache", str(out / "eval" / "cache"))
+    return davis, tradeoff, retrieval, {name: rows[str(model)] for name, model in tracked.items()}
 
 
 def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
@@ -251,7 +257,7 @@ def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
     add_results_to_card(adapter, results_from_summary("davis", davis["adapted"], dataset_name=benchmark))
 
 
-def metric_rows(davis, tradeoff, retrieval) -> list[tuple[str, float, float | None, float]]:
+def metric_rows(davis, tradeoff, retrieval, tracking) -> list[tuple[str, float, float | None, float]]:
     """(metric, base, untrained control or None, adapted) rows of the report's table."""
     propagation = [("J&F (propagation benchmark)", "J&F-Mean"), ("J (region IoU)", "J-Mean"), ("F (boundary F)", "F-Mean")]
     analysis = [
@@ -259,7 +265,10 @@ def metric_rows(davis, tradeoff, retrieval) -> list[tuple[str, float, float | No
         ("D = D_inter - 0.3 D_intra", "tradeoff_margin"), ("cycle accuracy (held-out clips)", "cycle_accuracy"),
         ("effective rank", "effective_rank"),
     ]
+    points = [("tracking AJ (object points, first queries)", "average_jaccard"),
+              ("tracking < delta^x_avg", "average_pts_within_thresh"), ("tracking occlusion accuracy", "occlusion_accuracy")]
     rows = [(name, davis["base"][key], davis["untrained"][key], davis["adapted"][key]) for name, key in propagation]
+    rows += [(name, tracking["base"][key], tracking["untrained"][key], tracking["adapted"][key]) for name, key in points]
     rows += [(name, tradeoff["base"][key], None, tradeoff["adapted"][key]) for name, key in analysis]
     rows += [(f"clip retrieval {key} (held-out windows, class = source clip)", retrieval["base"][key], None,
               retrieval["adapted"][key]) for key in ("R@1", "R@5")]
@@ -278,6 +287,9 @@ def data_section(args, footage) -> list[str]:
         "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `co-settle eval davis` at "
         f"{args.eval_size[0]}x{args.eval_size[1]}; the base, the untrained control and each seed's adapter in one comparison run "
         "(`eval/davis/comparison.md`), one backbone pass serving all.",
+        "- Point tracking: the same sequences in the TAP-Vid layout with the true tracks of 8 points per object "
+        "(visible where the mask shows their object), `co-settle eval tapvid` with `first` queries at the same size, "
+        "matching with a local soft-argmax (`eval/tapvid/comparison.md`, `eval/tapvid/tracks_*.png`).",
         f"- Clip retrieval: the held-out clips cut into windows of {RETRIEVAL_WINDOW} frames in the UCF101 layout "
         f"({footage['retrieval']['train']} earlier windows as the gallery, {footage['retrieval']['test']} later ones as "
         "queries); a window's class is the clip it was cut from, so R@1 asks whether an embedding stays nearer the same "
@@ -324,12 +336,12 @@ def training_lines(args, summary, train_args, plan: Plan, speed: Speed, timings)
     ]
 
 
-def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, retrieval, timings, adapter: Path,
+def write_report(out: Path, args, backbone_label, footage, summary, davis, tradeoff, retrieval, tracking, timings, adapter: Path,
                  train_args, plan: Plan, speed: Speed) -> Path:
     """report.md: only numbers measured in this run."""
-    rows = metric_rows(davis, tradeoff, retrieval)
+    rows = metric_rows(davis, tradeoff, retrieval, tracking)
     rel = lambda path: path.relative_to(out).as_posix()  # noqa: E731
-    pictures = [p for pattern in ("davis/*.png", "tradeoff/*.png", "retrieval/*/confusion.png")
+    pictures = [p for pattern in ("davis/*.png", "tapvid/*.png", "tradeoff/*.png", "retrieval/*/confusion.png")
                 for p in sorted((out / "eval").glob(pattern))]
     lines = [
         "# Co-Settle demo report",
@@ -367,7 +379,8 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
                   "longer (`--steps`), raise the learning rate (`--learning-rate`), or check the PEA setting."]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps({"davis": davis, "tradeoff": tradeoff, "retrieval": retrieval, "training": summary,
+    (out / "report.json").write_text(json.dumps({"davis": davis, "tradeoff": tradeoff, "retrieval": retrieval, "tracking": tracking,
+                                                 "training": summary,
                                                  "timings": timings, "plan": asdict(plan), "speed": asdict(speed)},
                                                 indent=2, default=float))
     return report

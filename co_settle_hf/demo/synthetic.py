@@ -17,6 +17,11 @@ truth is exact by construction. Each sequence is:
 A plan is redrawn (from the same seeded stream) until every object is well visible in frame 0
 (the annotated frame) and, with two or more objects, some object is partly occluded at least once.
 
+Point tracks come for free: a point of an object keeps its unit coordinates as the object moves
+and scales, so its position on every frame is known, and it is visible where the mask shows its
+object at its pixel (:func:`object_point_tracks`). ``TAPVID/<seq>.npz`` holds each sequence in the
+TAP-Vid layout that ``co-settle eval tapvid`` reads (the exact render, its tracks and occlusion).
+
 Files: ``JPEGImages/480p/<seq>/00000.jpg`` (JPEG quality 95, so stored pixels differ slightly from
 the exact render; masks are exact), ``Annotations/480p/<seq>/00000.png`` (palette PNGs with the
 DAVIS palette: 0 background, objects 1..K), ``ImageSets/2017/val.txt`` and ``meta.json``. The folder
@@ -128,6 +133,29 @@ def plan_sequence(
     raise RuntimeError(f"could not place {num_objects} objects in {_MAX_TRIES} tries on a {h}x{w} frame")
 
 
+def object_point_tracks(plan: SequencePlan, masks: torch.Tensor, points_per_object: int,
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """True tracks of ``points_per_object`` random pixel centres of each object's visible part in frame 0:
+    positions (N, T, 2) as normalised (x, y) and occlusion (N, T): off the frame, or another object's pixel."""
+    t, h, w = masks.shape
+    ids = masks.numpy()
+    tracks, hidden = [], []
+    for k, obj in enumerate(plan.objects):
+        ys, xs = np.nonzero(ids[0] == k + 1)
+        pick = rng.choice(len(ys), size=min(points_per_object, len(ys)), replace=False)
+        centres, scales = obj.centers.numpy(), obj.scales.numpy()
+        half_h, half_w = obj.half_size[0] * scales, obj.half_size[1] * scales  # (T,) each
+        u = (xs[pick] + 0.5 - centres[0, 1]) / half_w[0]
+        v = (ys[pick] + 0.5 - centres[0, 0]) / half_h[0]
+        x = centres[None, :, 1] + u[:, None] * half_w[None]  # (P, T)
+        y = centres[None, :, 0] + v[:, None] * half_h[None]
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        rows, cols = np.clip(np.floor(y), 0, h - 1).astype(int), np.clip(np.floor(x), 0, w - 1).astype(int)
+        hidden.append(~(inside & (ids[np.arange(t)[None], rows, cols] == k + 1)))
+        tracks.append(np.stack([x / w, y / h], axis=-1))
+    return np.concatenate(tracks), np.concatenate(hidden)
+
+
 def benchmark_sequence_plan(
     clip: torch.Tensor,
     texture_sources: Sequence[torch.Tensor],
@@ -159,6 +187,7 @@ def make_propagation_benchmark(
     seed: int = 0,
     frame_stride: int = 1,
     overwrite: bool = False,
+    points_per_object: int = 8,
 ) -> Path:
     """Write a DAVIS-2017-style benchmark of ``num_sequences`` rendered sequences and return its root.
 
@@ -167,6 +196,8 @@ def make_propagation_benchmark(
     (see :func:`benchmark_sequence_plan`).
     ``texture_sources`` are uint8 images (H, W, 3) or clips (T, H, W, 3): each object's texture is a
     crop of a random frame of a random source. ``overwrite`` replaces an earlier benchmark in place.
+    ``points_per_object`` point tracks per object go to ``TAPVID/<seq>.npz`` (drawn from
+    ``default_rng([seed, i, 1])``, so the masks and frames do not depend on them).
     """
     root = Path(output_root)
     _check_params(num_frames, size, objects_per_sequence, frame_stride)
@@ -195,6 +226,9 @@ def make_propagation_benchmark(
         frames, masks = render_sequence(plan)
         name = f"{i:03d}-{names[j]}"
         _write_sequence(root, name, frames, masks, palette)
+        points, occluded = object_point_tracks(plan, masks, points_per_object, np.random.default_rng([seed, i, 1]))
+        (root / "TAPVID").mkdir(exist_ok=True)
+        np.savez(root / "TAPVID" / f"{name}.npz", video=frames.numpy(), points=points, occluded=occluded)
         sequences[name] = {"background": names[j], **placement, "objects": [
             {"id": k + 1, "shape": o.shape, "depth": o.depth, **o.source} for k, o in enumerate(plan.objects)]}
 
@@ -204,6 +238,7 @@ def make_propagation_benchmark(
         "generator": "co_settle_hf.demo.synthetic.make_propagation_benchmark",
         "seed": seed, "num_sequences": num_sequences, "num_frames": num_frames, "size": list(size),
         "objects_per_sequence": list(objects_per_sequence), "frame_stride": frame_stride, "jpeg_quality": JPEG_QUALITY,
+        "points_per_object": points_per_object,
         "background_clips": names, "num_texture_sources": len(texture_sources), "sequences": sequences,
     }
     (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -337,7 +372,7 @@ def _background(clip: torch.Tensor, num_frames: int, stride: int, size: tuple[in
 
 def _prepare_root(root: Path, overwrite: bool) -> None:
     ours = [root / "JPEGImages" / "480p", root / "Annotations" / "480p", root / "ImageSets" / "2017" / "val.txt",
-            root / "meta.json"]
+            root / "meta.json", root / "TAPVID"]
     existing = [p for p in ours if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{root} already holds a benchmark ({existing[0]}); pass overwrite=True to replace it")

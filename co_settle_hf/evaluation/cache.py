@@ -53,17 +53,19 @@ class FeatureCache:
         self.model = model_fingerprint(encoder)
         self.hits = self.misses = 0
 
-    def describe(self, frames: Sequence[Path], size: Sequence[int]) -> dict[str, Any]:
+    def describe(self, frames: Sequence[Path], size: Sequence[int], item: str | None = None) -> dict[str, Any]:
+        """The key's parts; ``item`` names one video of a file that holds several (a TAP-Vid pickle)."""
         stats = [(str(Path(p).resolve()), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in frames]
-        return {"model": self.model, "size": [int(s) for s in size], "frames": stats}
+        return {"model": self.model, "size": [int(s) for s in size], "frames": stats, **({"item": item} if item else {})}
 
     def path(self, description: dict[str, Any]) -> Path:
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
         return self.folder / key[:2] / f"{key}.safetensors"
 
-    def get(self, frames: Sequence[Path], size: Sequence[int], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The cached features of these frames at this size, or ``compute()`` stored for next time."""
-        description = self.describe(frames, size)
+    def get(self, frames: Sequence[Path], size: Sequence[int], compute: Callable[[], torch.Tensor],
+            item: str | None = None) -> torch.Tensor:
+        """The cached features of these frames (of ``item`` in them) at this size, or ``compute()`` stored for next time."""
+        description = self.describe(frames, size, item)
         path = self.path(description)
         if path.is_file():
             try:

@@ -1,4 +1,4 @@
-"""`co-settle eval davis|jhmdb|vip|retrieval|tradeoff --model ADAPTER_OR_BACKBONE --data-root DIR --output-dir DIR`."""
+"""`co-settle eval davis|jhmdb|vip|tapvid|retrieval|tradeoff --model ADAPTER_OR_BACKBONE --data-root DIR --output-dir DIR`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from .encoders import LoadedModel, load_for_evaluation
 from .jhmdb import MAPPINGS
 from .outputs import OutputFolder
 from .propagation import PROTOCOLS, PropagationSettings
+from .tapvid_metrics import QUERY_MODES
+from .tracking import TrackingSettings
 from .vip import VIP_TOPK
 
 PROTOCOL_HELP = ("propagation protocol: 'cropmae' (default; the CropMAE / videowalk evaluation behind the "
@@ -29,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="co-settle eval", description="Evaluate an adapter or a bare backbone. "
                                      "Under `accelerate launch -m co_settle_hf.evaluate ...` videos are shared "
                                      "among the processes; the files are those of one process.")
-    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "retrieval", "tradeoff"),
-                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU), UCF101 / HMDB51 clip retrieval (R@k) "
-                             "or the consistency-separability trade-off")
+    parser.add_argument("task", choices=("davis", "jhmdb", "vip", "tapvid", "retrieval", "tradeoff"),
+                        help="DAVIS-2017 (J&F), JHMDB (PCK), VIP (mIoU), TAP-Vid-DAVIS point tracking (AJ), "
+                             "UCF101 / HMDB51 clip retrieval (R@k) or the consistency-separability trade-off")
     parser.add_argument("--model", required=True, action="append",
                         help="adapter or backbone: local path or Hub id; repeat it to compare several models on "
                              "the same data (one sub-folder each, and comparison.md / comparison.csv)")
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--feature-cache", "--feature_cache", default=None, metavar="DIR",
                        help="store each video's features here and reuse them (a sweep computes them once)")
     group.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                       help="input size (default 480 880 for DAVIS, 320 320 for JHMDB)")
+                       help="input size (default 480 880 for DAVIS, 320 320 for JHMDB, 448 448 for TAP-Vid)")
     group.add_argument("--long-side", type=int, default=880, help="VIP input long side")
     group.add_argument("--list-file", default=None, help="JHMDB / VIP list of videos (default: the official one)")
     group.add_argument("--sequences", nargs="*", default=None, help="DAVIS: only these sequences")
@@ -79,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "(the reference's behaviour)")
     group.add_argument("--include-first-frame", action=argparse.BooleanOptionalAction, default=None,
                        help="score the given first frame too (default: no for JHMDB, yes for VIP, as published)")
+    group = parser.add_argument_group("point tracking (TAP-Vid-DAVIS; --data-root: the published tapvid_davis.pkl, "
+                                      "read through an array-only allow-list, or a folder of <video>.npz; "
+                                      "--size, --feature-cache above apply)")
+    group.add_argument("--query-mode", choices=QUERY_MODES, default="first",
+                       help="TAP-Vid's queries: 'first' (each track's first visible point, frames after it scored) "
+                            "or 'strided' (every 5 frames, every other frame scored)")
+    group.add_argument("--videos", nargs="+", default=None, metavar="NAME", help="TAP-Vid: only these videos")
+    group.add_argument("--window", type=int, default=None,
+                       help=f"cells (odd) of the soft-argmax around the best match (default {TrackingSettings.window})")
+    group.add_argument("--match-temperature", type=float, default=None,
+                       help=f"soft-argmax temperature on cosine similarities (default {TrackingSettings.temperature})")
+    group.add_argument("--occlusion-threshold", type=float, default=None,
+                       help="a point is predicted occluded where its best cosine similarity is below this "
+                            f"(default {TrackingSettings.occlusion_threshold})")
     group = parser.add_argument_group("clip retrieval (test videos query the train videos of the split)")
     group.add_argument("--dataset", choices=("ucf101", "hmdb51"), default=None,
                        help="default: recognised from the split files under --data-root")
@@ -162,17 +178,52 @@ def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: Out
                                long_side=args.long_side, include_first_frame=include, **common)
     if not processes.is_main:
         return {}
-    timing = {**summary["timing"], "processes": processes.world}
-    print(f"{args.task}: {timing['frames']} frames in {timing['seconds']:.1f} s on the main process of "
-          f"{processes.world} ({timing['frames_per_second']:.2f} frames/s); feature cache: {timing['cache_hits']} hits, "
-          f"{timing['cache_misses']} misses", flush=True)
-    out.path("timing.json").write_text(json.dumps(timing, indent=2, default=float))
+    write_timing(args.task, summary, out, processes)
     if args.task == "davis":
         davis_pictures(args, loaded, out, "" if len(settings) == 1 else settings[0].label())
     if len(settings) == 1:
         return {args.model: metrics_of(summary)}
     return {s.label(): {"topk": s.topk, "temperature": s.temperature, **metrics_of(one)}
             for s, one in zip(settings, summary["summaries"])}
+
+
+def write_timing(task: str, summary: dict[str, Any], out: OutputFolder, processes: Processes) -> None:
+    """``timing.json`` (kept apart from the results, which must not depend on it), and a line saying it."""
+    timing = {**summary["timing"], "processes": processes.world}
+    print(f"{task}: {timing['frames']} frames in {timing['seconds']:.1f} s on the main process of "
+          f"{processes.world} ({timing['frames_per_second']:.2f} frames/s); feature cache: {timing['cache_hits']} hits, "
+          f"{timing['cache_misses']} misses", flush=True)
+    out.path("timing.json").write_text(json.dumps(timing, indent=2, default=float))
+
+
+def run_tapvid(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
+               ) -> dict[str, dict[str, Any]]:
+    """TAP-Vid-DAVIS point tracking by matching; rows on the main process ({} elsewhere)."""
+    from .cache import FeatureCache
+    from .compare import short_labels
+    from .tapvid import evaluate_tapvid
+
+    cache = FeatureCache(args.feature_cache, loaded.base or loaded.encoder) if args.feature_cache else None
+    settings = TrackingSettings().with_values(window=args.window, temperature=args.match_temperature,
+                                              occlusion_threshold=args.occlusion_threshold)
+    summary = evaluate_tapvid(loaded.encoder, args.data_root, out, settings, query_mode=args.query_mode,
+                              size=tuple(args.size or (448, 448)), videos=args.videos, cache=cache,
+                              processes=processes, progress=processes.is_main)
+    if not processes.is_main:
+        return {}
+    write_timing(args.task, summary, out, processes)
+    tracks_picture(args, {short_labels([args.model])[args.model]: out.root}, out)
+    return {args.model: metrics_of(summary)}
+
+
+def tracks_picture(args: argparse.Namespace, folders: dict[str, Path], out: OutputFolder) -> Path:
+    """``tracks_<video>.png`` of the first video: ground truth and every model in ``folders``, side by side."""
+    from .tapvid import write_tracks_picture
+    from .tapvid_data import list_tapvid_videos
+
+    video = list_tapvid_videos(args.data_root, args.videos)[0]
+    return write_tracks_picture(video, folders, out.path(f"tracks_{video.name}.png"),
+                                f"TAP-Vid-DAVIS {video.name}, {args.query_mode} queries")
 
 
 def davis_pictures(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, folder: str) -> None:
@@ -254,6 +305,8 @@ def run_model(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, 
     """One model's evaluation, with its ``table.md`` and ``results.json``; rows on the main process."""
     if args.task == "tradeoff":
         rows = run_tradeoff(args, loaded, out, processes)
+    elif args.task == "tapvid":
+        rows = run_tapvid(args, loaded, out, processes)
     elif args.task == "retrieval":
         rows = run_retrieval(args, loaded, out, processes)
     else:
@@ -300,6 +353,11 @@ def run_comparison(args: argparse.Namespace, models: Sequence[str], out: OutputF
             labels = short_labels(models)
             write_davis_pictures(args.data_root, {labels[m]: f for m, f in zip(models, folders)}, out,
                                  sequences=args.sequences, sheet=args.sheet_sequences, video=args.video)
+        if args.task == "tapvid":
+            from .compare import short_labels
+
+            labels = short_labels(models)
+            tracks_picture(args, {labels[m]: f for m, f in zip(models, folders)}, out)
     return rows
 
 

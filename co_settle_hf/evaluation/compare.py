@@ -2,7 +2,7 @@
 
 Each model is evaluated exactly as a single-model run would be, into its own sub-folder of the
 output (``model1-<name>/``, ``model2-<name>/``, ...), so its files are those of that run. The
-comparison then reads every model's per-item file (DAVIS sequences' objects, JHMDB and VIP videos,
+comparison then reads every model's per-item file (DAVIS sequences' objects, JHMDB, VIP and TAP-Vid videos,
 retrieval classes) and writes ``comparison.md`` and ``comparison.csv``: one row per item, each
 model's score and its delta to the first model, the headline mean first.
 """
@@ -21,6 +21,7 @@ COMPARED = {
     "davis": ("per-sequence_results-val.csv", "Sequence", "J&F", "J&F-Mean"),
     "jhmdb": ("per-video_results.csv", "video", "PCK@{threshold:g}", "PCK@{threshold:g}"),
     "vip": ("per-video_results.csv", "video", "mIoU", "mIoU"),
+    "tapvid": ("per-video_results.csv", "video", "average_jaccard", "average_jaccard"),
     "retrieval": ("per_class.csv", "class", "R@1", "R@1"),
 }
 

@@ -1,4 +1,4 @@
-"""The one evaluation loop of the propagation benchmarks (DAVIS, JHMDB, VIP, the mask example).
+"""The one evaluation loop of the propagation benchmarks (DAVIS, JHMDB, VIP, the mask example) and TAP-Vid.
 
 For each video: read its frames, extract features (or take them from the feature cache),
 propagate the first frame's labels with every requested :class:`PropagationSettings`, and hand
@@ -34,7 +34,9 @@ class PropagationTask(Protocol):
         """The videos to evaluate, each with ``.name`` and ``.frames`` (its files, in order).
 
         A video that is not a folder of frame images (e.g. one mp4, ``.frames = (path,)``) also
-        has ``num_frames``, ``frame_size`` (height, width) and ``read_all()`` (uint8 (T, H, W, 3)).
+        has ``num_frames``, ``frame_size`` (height, width) and ``read_all()`` (uint8 (T, H, W, 3)),
+        and, when its file holds several videos (a TAP-Vid pickle), ``item``: its name there,
+        which keys the feature cache along with the file.
         """
 
     #: Fewest frames a video needs to be scored; shorter ones are listed under ``too_short``.
@@ -45,11 +47,18 @@ class PropagationTask(Protocol):
 
     def first_labels(self, video: Any, frame_size: tuple[int, int], size: tuple[int, int],
                      grid: tuple[int, int]) -> tuple[torch.Tensor, Any]:
-        """(C, h, w) labels of frame 0 at feature resolution, and what ``score`` needs (ground truth...)."""
+        """(C, h, w) labels of frame 0 at feature resolution, and what ``score`` needs (ground truth...).
+
+        A task that is not label propagation gives what its ``predict`` starts from (TAP-Vid: its queries).
+        """
+
+    # Optional ``predict(features, first, settings)``: what the task predicts from the features and
+    # ``first`` (default :func:`propagate_labels`; TAP-Vid tracks its queries by matching).
 
     def score(self, video: Any, state: Any, soft: torch.Tensor, settings: PropagationSettings,
               out: OutputFolder, folder: str) -> dict[str, Any]:
-        """One video's picklable result; may write its predictions under ``out.path(folder, ...)``."""
+        """One video's picklable result from ``predict``'s output; may write its predictions under
+        ``out.path(folder, ...)``."""
 
     def summarise(self, rows: list[dict[str, Any]], too_short: dict[str, dict[str, int]], settings: PropagationSettings,
                   out: OutputFolder, folder: str) -> dict[str, Any]:
@@ -96,7 +105,8 @@ def video_features(encoder: DenseEncoder, video: Any, size: tuple[int, int], cac
     if cache is None:
         return extract_video_features(encoder, frames(), size=size)
     backbone = getattr(encoder, "backbone", None) or encoder
-    tokens = cache.get(video.frames, size, lambda: extract_video_features(backbone, frames(), size=size, normalise=False))
+    tokens = cache.get(video.frames, size, lambda: extract_video_features(backbone, frames(), size=size, normalise=False),
+                       item=getattr(video, "item", None))
     tokens = tokens if device is None else tokens.to(device)
     if backbone is not encoder:
         tokens = project_backbone_tokens(encoder, tokens)
@@ -111,10 +121,11 @@ def _evaluate_video(task: PropagationTask, encoder: DenseEncoder, video: Any, se
     features = video_features(encoder, video, size, cache, _encoder_device(encoder))
     grid = tuple(features.shape[1:3])
     first, state = task.first_labels(video, shape, size, grid)
+    predict = getattr(task, "predict", propagate_labels)
     rows = []
     for setting, folder in zip(settings, folders):
-        soft = propagate_labels(features, first.to(features.device), setting)
-        rows.append(task.score(video, state, soft, setting, out, folder))
+        prediction = predict(features, first.to(features.device), setting)
+        rows.append(task.score(video, state, prediction, setting, out, folder))
     return rows
 
 

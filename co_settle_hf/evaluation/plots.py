@@ -1,5 +1,5 @@
 """Pictures for reports: outlined mask overlays (comparison sheets, side-by-side mp4), feature PCA,
-the trade-off plot and the retrieval confusion picture.
+the trade-off plot, the retrieval confusion picture and point tracks.
 
 Everything renders off-screen (matplotlib's Agg backend, no display needed); videos are written
 with PyAV. Inputs are torch tensors or numpy arrays; nothing here changes them.
@@ -346,4 +346,46 @@ def confusion_figure(counts: np.ndarray, classes: Sequence[str], path: str | Pat
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the class's queries")
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def tracks_figure(frames, panels: Mapping[str, tuple[np.ndarray, np.ndarray]], frame_indices: Sequence[int],
+                  path: str | Path, title: str) -> Path:
+    """Point tracks on a few frames: a row per panel (ground truth, each model), a column per frame.
+
+    ``panels`` maps a row label to (tracks (M, T, 2) normalised x, y; occluded (M, T)) of the same M
+    points, drawn in :data:`SAFE_COLOURS` in turn: each point's trail up to the frame, and a marker
+    where it is, filled when visible and hollow when occluded (black edges keep markers readable on any
+    background).
+    """
+    f = _to_numpy(frames, "frames")
+    if f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {f.dtype} {f.shape}")
+    if not panels or not frame_indices:
+        raise ValueError("tracks_figure needs at least one panel and one frame")
+    h, w = f.shape[1:3]
+    colours = np.array(SAFE_COLOURS, dtype=float) / 255
+    size = 2.6
+    fig, axes = plt.subplots(len(panels), len(frame_indices), squeeze=False,
+                             figsize=(size * len(frame_indices), size * h / w * len(panels) + 0.5))
+    for row, (label, (tracks, occluded)) in enumerate(panels.items()):
+        xy = np.asarray(tracks, dtype=float) * np.array([w, h])
+        for col, t in enumerate(frame_indices):
+            ax = axes[row, col]
+            ax.imshow(f[t], extent=(0, w, h, 0))
+            for m in range(xy.shape[0]):
+                colour = colours[m % len(colours)]
+                ax.plot(xy[m, frame_indices[0]:t + 1, 0], xy[m, frame_indices[0]:t + 1, 1], color=colour, lw=1.2)
+                ax.scatter([xy[m, t, 0]], [xy[m, t, 1]], s=28, edgecolors="black", linewidths=0.8,
+                           facecolors="none" if occluded[m, t] else [colour], zorder=3)
+            ax.set_xlim(0, w)
+            ax.set_ylim(h, 0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(label, fontsize=9)
+            if row == 0:
+                ax.set_title(f"frame {t}", fontsize=9)
+    fig.suptitle(f"{title} (hollow: occluded)", fontsize=10)
+    fig.tight_layout(pad=0.4)
     return _save(fig, path)

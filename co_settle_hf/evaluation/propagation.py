@@ -31,8 +31,19 @@ import torch.nn.functional as F
 _MAX_AFFINITY_ELEMENTS = 2**25
 
 
+class Knobs:
+    """What the evaluation loop asks of a task's settings dataclass (label propagation's, the tracker's)."""
+
+    def with_values(self, **changes: Any):
+        """A copy with the given fields changed (``None`` values leave a field as it is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class PropagationSettings:
+class PropagationSettings(Knobs):
     """Every knob of label propagation, in one place (the CLI, the sweep and the cache read it).
 
     The defaults are the CropMAE / videowalk protocol (module docstring). ``neighbourhood``
@@ -64,13 +75,6 @@ class PropagationSettings:
             raise ValueError(f"radius must be >= 0, got {self.radius}")
         if self.neighbourhood not in ("circle", "square"):
             raise ValueError(f"neighbourhood must be 'circle' or 'square', got {self.neighbourhood!r}")
-
-    def with_values(self, **changes: Any) -> "PropagationSettings":
-        """A copy with the given fields changed (``None`` values leave a field as it is)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def label(self) -> str:
         """A short folder-safe name for a sweep row, e.g. ``topk5_temp0.1``."""
