@@ -123,6 +123,9 @@ def test_bad_data_names_the_file(tmp_path):
     np.savez(bad / "bear.npz", video=data["video"], points=data["points"][:, :3], occluded=data["occluded"])
     with pytest.raises(ValueError, match=r"bear.npz: points of 'bear' must be \(N, 6, 2\)"):
         list_tapvid_videos(bad)
+    np.savez(bad / "bear.npz", points=data["points"], occluded=data["occluded"])
+    with pytest.raises(ValueError, match=r"bear.npz: no array 'video'"):
+        list_tapvid_videos(bad)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no .npz"):
         list_tapvid_videos(tmp_path / "empty")

@@ -223,7 +223,7 @@ def tracks_picture(args: argparse.Namespace, folders: dict[str, Path], out: Outp
 
     video = list_tapvid_videos(args.data_root, args.videos)[0]
     return write_tracks_picture(video, folders, out.path(f"tracks_{video.name}.png"),
-                                f"TAP-Vid-DAVIS {video.name}, {args.query_mode} queries")
+                                f"{Path(args.data_root).name}: {video.name}, {args.query_mode} queries")
 
 
 def davis_pictures(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, folder: str) -> None:

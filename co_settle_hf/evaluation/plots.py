@@ -7,6 +7,7 @@ with PyAV. Inputs are torch tensors or numpy arrays; nothing here changes them.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -383,7 +384,7 @@ def tracks_figure(frames, panels: Mapping[str, tuple[np.ndarray, np.ndarray]], f
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
-                ax.set_ylabel(label, fontsize=9)
+                ax.set_ylabel(textwrap.fill(label, 22), fontsize=8)  # a long model name wraps at its hyphens
             if row == 0:
                 ax.set_title(f"frame {t}", fontsize=9)
     fig.suptitle(f"{title} (hollow: occluded)", fontsize=10)

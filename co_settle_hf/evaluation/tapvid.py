@@ -26,7 +26,7 @@ from .loop import evaluate_task
 from .outputs import OutputFolder
 from .results import write_csv, write_summary
 from .tapvid_data import TapVidVideo, list_tapvid_videos
-from .tapvid_metrics import METRIC_KEYS, METRIC_SIZE, QUERY_MODES, mean_over_videos, tapvid_metrics
+from .tapvid_metrics import METRIC_KEYS, METRIC_SIZE, check_query_mode, mean_over_videos, tapvid_metrics
 from .tracking import TrackingSettings, track_points
 
 #: ``strided`` queries every this many frames (TAP-Vid's).
@@ -35,9 +35,7 @@ QUERY_STRIDE = 5
 
 def sample_queries(points: np.ndarray, occluded: np.ndarray, query_mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Queries (M, 3) as (frame, x, y) and the track each follows (M,), by TAP-Vid's protocol (module docstring)."""
-    if query_mode not in QUERY_MODES:
-        raise ValueError(f"query mode must be one of {QUERY_MODES}, got {query_mode!r}")
-    if query_mode == "first":
+    if check_query_mode(query_mode) == "first":
         tracks = np.flatnonzero((~occluded).any(axis=1))
         frames = np.argmax(~occluded[tracks], axis=1)
     else:
@@ -144,8 +142,7 @@ def evaluate_tapvid(
     ``settings`` are the tracker's (keyword ``knobs`` such as ``temperature=0.1`` change fields).
     Returns the summary (module docstring) with the run's timing under ``timing``.
     """
-    if query_mode not in QUERY_MODES:
-        raise ValueError(f"query mode must be one of {QUERY_MODES}, got {query_mode!r}")
-    task = TapVidTask(list_tapvid_videos(root, videos), fit_to_patches(tuple(size), int(encoder.patch_size)), query_mode)
+    task = TapVidTask(list_tapvid_videos(root, videos), fit_to_patches(tuple(size), int(encoder.patch_size)),
+                      check_query_mode(query_mode))
     return evaluate_task(task, encoder, root, output_dir, [settings or TrackingSettings()], knobs, overwrite=overwrite,
                          cache=cache, processes=processes, progress=progress)

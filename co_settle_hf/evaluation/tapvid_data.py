@@ -43,6 +43,9 @@ ALLOWED_GLOBALS = {(module, name) for prefix in ("numpy.core", "numpy._core")
                                         (f"{prefix}.numeric", "_frombuffer"))} | {("numpy", "ndarray"), ("numpy", "dtype")}
 
 
+NPZ_LAYOUT = "a TAP-Vid .npz holds the arrays video, points and occluded"
+
+
 class _ArraysOnly(pickle.Unpickler):
     def __init__(self, handle, path: Path):
         super().__init__(handle)
@@ -96,17 +99,20 @@ def _npz_array(path: Path, key: str) -> np.ndarray:
         with np.load(path, allow_pickle=False) as data:
             return data[key]
     except KeyError:
-        raise ValueError(f"{path}: no array {key!r}; a TAP-Vid .npz holds video, points and occluded") from None
+        raise ValueError(f"{path}: no array {key!r}; {NPZ_LAYOUT}") from None
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a readable .npz ({error})") from None
 
 
 def _npz_video_shape(path: Path) -> tuple[int, ...]:
     """The shape of ``video`` in an .npz, from its header (no decoding of the frames)."""
-    with zipfile.ZipFile(path) as archive, archive.open("video.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(handle)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("video.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(handle)
+    except KeyError:
+        raise ValueError(f"{path}: no array 'video'; {NPZ_LAYOUT}") from None
     if dtype != np.uint8:
         raise ValueError(f"{path}: video must be uint8, got {dtype}")
     return tuple(shape)

@@ -37,10 +37,15 @@ HEADLINE = ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy"
 METRIC_KEYS = (*HEADLINE, *(f"jaccard_{d}" for d in THRESHOLDS), *(f"pts_within_{d}" for d in THRESHOLDS))
 
 
-def scored_pairs(query_frames: np.ndarray, num_frames: int, query_mode: str) -> np.ndarray:
-    """(N, T) bool: the frames each query is scored on (module docstring)."""
+def check_query_mode(query_mode: str) -> str:
     if query_mode not in QUERY_MODES:
         raise ValueError(f"query mode must be one of {QUERY_MODES}, got {query_mode!r}")
+    return query_mode
+
+
+def scored_pairs(query_frames: np.ndarray, num_frames: int, query_mode: str) -> np.ndarray:
+    """(N, T) bool: the frames each query is scored on (module docstring)."""
+    check_query_mode(query_mode)
     frames = np.arange(num_frames)[None, :]
     query = np.asarray(query_frames).round().astype(np.int64)[:, None]
     return frames > query if query_mode == "first" else frames != query
@@ -53,8 +58,7 @@ def _share(numerator: np.ndarray, *denominators: np.ndarray) -> float:
 
 
 def tapvid_metrics(query_frames: np.ndarray, gt_occluded: np.ndarray, gt_tracks: np.ndarray,
-                   pred_occluded: np.ndarray, pred_tracks: np.ndarray, query_mode: str,
-                   thresholds: Sequence[int] = THRESHOLDS) -> dict[str, float]:
+                   pred_occluded: np.ndarray, pred_tracks: np.ndarray, query_mode: str) -> dict[str, float]:
     """The metrics of one video (module docstring), keyed as in TAP-Vid's code (:data:`METRIC_KEYS`).
 
     Args: query frame of each of N queries (N,); occlusion flags (N, T) bool; tracks (N, T, 2),
@@ -71,16 +75,16 @@ def tapvid_metrics(query_frames: np.ndarray, gt_occluded: np.ndarray, gt_tracks:
     visible, pred_visible = scored & ~gt_occluded, scored & ~pred_occluded
     squared = ((pred_tracks - gt_tracks) ** 2).sum(axis=-1)
     metrics = {"occlusion_accuracy": _share(scored & (gt_occluded == pred_occluded), scored)}
-    for d in thresholds:
+    for d in THRESHOLDS:
         within = squared < d * d
         hits = visible & within
         metrics[f"pts_within_{d}"] = _share(hits, visible)
         true_positive = hits & pred_visible
         false_positive = pred_visible & ~(visible & within)
         metrics[f"jaccard_{d}"] = _share(true_positive, visible, false_positive)  # visible = TP + FN
-    metrics["average_jaccard"] = float(np.mean([metrics[f"jaccard_{d}"] for d in thresholds]))
-    metrics["average_pts_within_thresh"] = float(np.mean([metrics[f"pts_within_{d}"] for d in thresholds]))
-    return {key: metrics[key] for key in METRIC_KEYS if key in metrics}
+    metrics["average_jaccard"] = float(np.mean([metrics[f"jaccard_{d}"] for d in THRESHOLDS]))
+    metrics["average_pts_within_thresh"] = float(np.mean([metrics[f"pts_within_{d}"] for d in THRESHOLDS]))
+    return {key: metrics[key] for key in METRIC_KEYS}
 
 
 def mean_over_videos(per_video: Sequence[dict[str, float]]) -> dict[str, float]:
