@@ -25,6 +25,7 @@ from transformers.utils import ModelOutput, cached_file
 
 from .backbones.encoder import BackboneEncoder, PositionCrop
 from .configuration_co_settle import PROJECTION_DEPTH, CoSettleConfig
+from .errors import CoSettleError, SettingsError
 from .hub.arguments import ADAPTER_FILE_ARGUMENTS, PUSH_ARGUMENTS, download_kwargs, keyword_parameters
 from .image_processing_co_settle import save_image_processor
 from .projection_init import PROJECTION_INITS, RELEASED, resolve_projection_init
@@ -36,15 +37,15 @@ CARD_NAME = "README.md"
 BACKBONE_SUBFOLDER = "backbone"
 
 
-class AdapterLoadError(OSError):
+class AdapterLoadError(CoSettleError, OSError):
     """An adapter folder or repository could not be read, or its base backbone could not be found."""
 
 
-class BackboneMismatchError(ValueError):
+class BackboneMismatchError(SettingsError):
     """The backbone given does not fit the adapter (width, patch size or prefix tokens)."""
 
 
-class LocalBaseError(ValueError):
+class LocalBaseError(SettingsError):
     """Pushing an adapter whose base exists only on this machine (use push_backbone=True)."""
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 
+from ..errors import SettingsError
 from ..hub.arguments import download_kwargs
 from .families import BackboneFamily, family_for
 from .inputs import check_pixel_values
@@ -31,7 +32,7 @@ from .positions import POSITION_INTERPOLATIONS, interpolation
 BACKBONE_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
-class PEAUnavailableError(ValueError):
+class PEAUnavailableError(SettingsError):
     """PEA was requested for a backbone without positional embeddings to augment."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+from ..errors import SettingsError
+
 PositionKind = Literal["learned", "sincos", "rotary", "relative"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,7 +112,7 @@ FAMILIES: tuple[BackboneFamily, ...] = (
 )
 
 
-class UnsupportedBackboneError(ValueError):
+class UnsupportedBackboneError(SettingsError):
     """Raised for a model whose family Co-Settle does not know."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import CoSettleError
 
-class BadDataError(RuntimeError):
+
+class BadDataError(CoSettleError, RuntimeError):
     """Too many samples of an epoch could not be read."""
 
 

@@ -6,11 +6,13 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 
+from ..errors import CoSettleError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".webm", ".mkv", ".mov"})
 
 
-class ClipReadError(RuntimeError):
+class ClipReadError(CoSettleError, RuntimeError):
     """A clip's data cannot be read (missing, empty, truncated or corrupt); the message names it.
 
     Pair datasets catch only this error and skip the sample, so real bugs still surface.

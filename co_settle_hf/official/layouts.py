@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import transformers
 
+from ..errors import CheckpointError
+
 
 def _pairs(names: dict[str, str]) -> dict[str, str]:
     """{"norm1": "layernorm_before"} -> the same for `.weight` and `.bias`."""
@@ -99,7 +101,7 @@ CLIP = Layout(
 )
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """The state dict does not fit the layout: the message names the keys."""
 
 

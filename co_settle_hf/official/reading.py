@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import CheckpointError
+
 MAX_CHECKPOINT_BYTES = 8 * 2**30
 """Default limit on a checkpoint's size (and on the sum of its records): the largest released
 file, BLIP's retrieval checkpoint, is under 2 GiB."""
@@ -35,7 +37,7 @@ the Co-Settle trainer (and MAE's, which it derives from) saves `args`, the parse
 in every checkpoint; its fields are strings, numbers, booleans, lists and None."""
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(CheckpointError):
     """A checkpoint file could not be read safely; the message names the file and the reason."""
 
 

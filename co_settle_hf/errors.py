@@ -1,0 +1,31 @@
+"""The project's exceptions: one base class, so a caller of the Python API can catch them all.
+
+Library code raises these (or ValueError / OSError where nothing more specific is meant); only
+the command line (`co_settle_hf.cli.main`) turns them into a message and an exit status. Each
+class also derives from the built-in exception it refines, so `except ValueError` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class CoSettleError(Exception):
+    """Base class of every error co-settle-hf raises on purpose; its message names the file or argument."""
+
+
+class SettingsError(CoSettleError, ValueError):
+    """A setting or command-line argument is invalid or contradicts another."""
+
+
+class DataSourceError(CoSettleError, OSError):
+    """A data source (folder, list, dataset, benchmark root) is missing, unreadable or empty."""
+
+
+class RunFolderError(CoSettleError, OSError):
+    """An output folder belongs to another run, is locked, or holds results that must not be mixed."""
+
+
+class CheckpointError(CoSettleError, ValueError):
+    """A checkpoint, cache file or published model cannot be used: missing, unsafe or made with other settings."""
+
+
+__all__ = ["CheckpointError", "CoSettleError", "DataSourceError", "RunFolderError", "SettingsError"]
