@@ -16,16 +16,8 @@ class SettingsError(CoSettleError, ValueError):
     """A setting or command-line argument is invalid or contradicts another."""
 
 
-class DataSourceError(CoSettleError, OSError):
-    """A data source (folder, list, dataset, benchmark root) is missing, unreadable or empty."""
-
-
-class RunFolderError(CoSettleError, OSError):
-    """An output folder belongs to another run, is locked, or holds results that must not be mixed."""
-
-
 class CheckpointError(CoSettleError, ValueError):
     """A checkpoint, cache file or published model cannot be used: missing, unsafe or made with other settings."""
 
 
-__all__ = ["CheckpointError", "CoSettleError", "DataSourceError", "RunFolderError", "SettingsError"]
+__all__ = ["CheckpointError", "CoSettleError", "SettingsError"]
