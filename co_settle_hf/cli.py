@@ -17,6 +17,7 @@ COMMANDS = {
     "ablate": ("co_settle_hf.demo.ablation", "what each choice of a short run is worth, over seeds, on the demo's benchmark"),
     "bench": ("co_settle_hf.benchmark", "cost of everything beside the backbone, as ratios"),
     "convert-official": ("co_settle_hf.hub.convert_official", "import the projection of an authors' .pth onto a backbone you name"),
+    "export": ("co_settle_hf.export.cli", "an adapter and its backbone as one ONNX graph with dynamic batch and size"),
     "import-official": ("co_settle_hf.official.importing", "one of the paper's eight published models as a self-contained adapter"),
 }
 

@@ -196,7 +196,7 @@ class CoSettleModel(PreTrainedModel):
     def forward(self, pixel_values: Tensor, pea: PositionCrop | None = None, return_dict: bool | None = None) -> CoSettleOutput:
         tokens, (h, w) = self._require_backbone().patch_tokens(pixel_values, pea=pea)
         features = self.project(tokens)
-        shape = (len(tokens), h, w, -1)
+        shape = (tokens.shape[0], h, w, -1)
         output = CoSettleOutput(
             last_hidden_state=features, pooler_output=features.mean(dim=1),
             features=features.reshape(shape), backbone_features=tokens.reshape(shape), grid_size=(h, w),

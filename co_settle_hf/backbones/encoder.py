@@ -244,13 +244,13 @@ class BackboneEncoder(nn.Module):
         kwargs = dict(self._forward_kwargs)
         if self.family.in_order_noise:
             n = grid[0] * grid[1]
-            kwargs["noise"] = torch.arange(n, device=pixel_values.device, dtype=torch.float32).expand(len(pixel_values), n)
+            kwargs["noise"] = torch.arange(n, device=pixel_values.device, dtype=torch.float32).expand(pixel_values.shape[0], n)
         dtype = next(self.model.parameters()).dtype
         inner_norm = self._final_norm is None  # the model applies its final norm itself
         if inner_norm and not self.apply_final_norm:
             kwargs["output_hidden_states"] = True  # the last layer's output, before that norm
         autocast = torch.autocast(pixel_values.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
-        with autocast, self._pea_hook(pea, grid, len(pixel_values)), self._interpolation():
+        with autocast, self._pea_hook(pea, grid, pixel_values.shape[0]), self._interpolation():
             outputs = self.model(pixel_values.to(dtype), **kwargs)
         hidden = outputs.hidden_states[-1] if "output_hidden_states" in kwargs else outputs.last_hidden_state
         if not inner_norm and self.apply_final_norm:
@@ -280,7 +280,7 @@ class BackboneEncoder(nn.Module):
     def forward(self, pixel_values: Tensor) -> Tensor:
         """(B, h, w, D) patch features, what evaluation encoders return."""
         tokens, (h, w) = self.patch_tokens(pixel_values)
-        return tokens.reshape(len(tokens), h, w, -1)
+        return tokens.reshape(tokens.shape[0], h, w, -1)
 
     # ------------------------------------------------------------------ PEA
     def position_grid(self, grid: tuple[int, int]) -> Tensor:
