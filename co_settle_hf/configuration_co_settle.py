@@ -6,14 +6,13 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from .backbones.families import IMAGENET_MEAN, IMAGENET_STD
 from .backbones.positions import POSITION_INTERPOLATIONS
+from .objective.settings import KL_DIRECTIONS, OBJECTIVE, OBJECTIVE_FIELDS, PEA_MODES, SEPARABILITY_KINDS, ObjectiveSettings
 from .projection_init import PROJECTION_INIT_CHOICES, RELEASED
 
 PROJECTION_DEPTH = {"linear": 1, "mlp2": 2, "mlp3": 3}  # Linear layers of each projection kind
 PROJECTIONS = tuple(PROJECTION_DEPTH)
-SEPARABILITY_KINDS = ("kl", "mse")
-KL_DIRECTIONS = ("code", "paper")
-PEA_MODES = ("random", "center", "edge")
 
 
 class CoSettleConfig(PreTrainedConfig):
@@ -41,17 +40,9 @@ class CoSettleConfig(PreTrainedConfig):
             (checked when a backbone is attached).
         image_mean / image_std: normalisation the backbone expects (saved in the image processor).
         image_size: training resolution (square); the image processor resizes to it.
-        cycle_temperature: tau of the cycle affinities (named so to stay clear of generation
-            settings, which transformers forbids in a model config).
-        pool_size: average-pooling kernel and stride on the patch grid for the cycle.
-        pea_alpha: PEA upsampling factor; None turns PEA off (needed for relative-bias backbones).
-        pea_mode: where the PEA window is cropped: `random`, `center` or `edge`.
-        pea_per_sample: one crop per image instead of the released code's one per batch.
-        separability: `kl` or `mse`.
-        kl_direction: `code` = KL(softmax Z || softmax P) as released; `paper` = KL(P || Z).
-        separability_weight: lambda in L = L_cyc + lambda * L_reg.
-        frame_gap: delta, the gap between the two frames as a fraction of the clip (recorded for
-            retraining and shown in the model card).
+        cycle_temperature, pool_size, pea_alpha, pea_mode, pea_per_sample, separability, kl_direction,
+            separability_weight, frame_gap: the method's settings, declared (with their help) in
+            `objective.settings.ObjectiveSettings`; `config.objective` gives them as one object.
         initializer_range: std of the truncated-normal initialisation of the projection's weights.
         projection_init: how a fresh projection's linears start: `released` (as the authors' model
             file of the backbone's family does; `from_backbone` records the concrete name), or
@@ -76,18 +67,18 @@ class CoSettleConfig(PreTrainedConfig):
         base_model_type: str | None = None,
         patch_size: int = 16,
         num_prefix_tokens: int = 1,
-        image_mean: list[float] | tuple[float, ...] = (0.485, 0.456, 0.406),
-        image_std: list[float] | tuple[float, ...] = (0.229, 0.224, 0.225),
+        image_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN,
+        image_std: list[float] | tuple[float, ...] = IMAGENET_STD,
         image_size: int = 224,
-        cycle_temperature: float = 0.03,
-        pool_size: int = 2,
-        pea_alpha: float | None = 10.0,
-        pea_mode: str = "random",
-        pea_per_sample: bool = False,
-        separability: str = "kl",
-        kl_direction: str = "code",
-        separability_weight: float = 3.0,
-        frame_gap: float = 0.15,
+        cycle_temperature: float = OBJECTIVE.cycle_temperature,
+        pool_size: int = OBJECTIVE.pool_size,
+        pea_alpha: float | None = OBJECTIVE.pea_alpha,
+        pea_mode: str = OBJECTIVE.pea_mode,
+        pea_per_sample: bool = OBJECTIVE.pea_per_sample,
+        separability: str = OBJECTIVE.separability,
+        kl_direction: str = OBJECTIVE.kl_direction,
+        separability_weight: float = OBJECTIVE.separability_weight,
+        frame_gap: float = OBJECTIVE.frame_gap,
         initializer_range: float = 0.02,
         projection_init: str = RELEASED,
         apply_final_norm: bool = True,
@@ -131,6 +122,12 @@ class CoSettleConfig(PreTrainedConfig):
         self.apply_final_norm = apply_final_norm
         self.position_interpolation = position_interpolation
         super().__init__(**kwargs)
+
+
+    @property
+    def objective(self) -> ObjectiveSettings:
+        """This adapter's method settings as one object (the same names as the config's attributes)."""
+        return ObjectiveSettings(**{name: getattr(self, name) for name in OBJECTIVE_FIELDS})
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -16,8 +16,16 @@ class SettingsError(CoSettleError, ValueError):
     """A setting or command-line argument is invalid or contradicts another."""
 
 
+class DataSourceError(CoSettleError, ValueError):
+    """Training or evaluation data that cannot be used: missing, empty or unreadable as a whole."""
+
+
+class RunFolderError(CoSettleError, OSError):
+    """An output folder that another run holds or has filled."""
+
+
 class CheckpointError(CoSettleError, ValueError):
     """A checkpoint, cache file or published model cannot be used: missing, unsafe or made with other settings."""
 
 
-__all__ = ["CheckpointError", "CoSettleError", "SettingsError"]
+__all__ = ["CheckpointError", "CoSettleError", "DataSourceError", "RunFolderError", "SettingsError"]

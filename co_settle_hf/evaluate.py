@@ -5,7 +5,7 @@ The same command as `co-settle eval`; under Accelerate the videos are shared amo
 
 import sys
 
-from .evaluation.cli import cli_main
+from .cli import run
 
 if __name__ == "__main__":
-    cli_main(sys.argv[1:])
+    run("eval", sys.argv[1:])

@@ -13,8 +13,8 @@ import logging
 import os
 import tempfile
 from contextlib import contextmanager
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator
 
 import torch
@@ -29,6 +29,7 @@ from .errors import CoSettleError, SettingsError
 from .hub.arguments import ADAPTER_FILE_ARGUMENTS, PUSH_ARGUMENTS, download_kwargs, keyword_parameters
 from .image_processing_co_settle import save_image_processor
 from .projection_init import PROJECTION_INITS, RELEASED, resolve_projection_init
+from .staging import staged_entries
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
@@ -240,20 +241,19 @@ class CoSettleModel(PreTrainedModel):
                     "(save_pretrained) to upload the backbone into the same repository, or build the adapter on a Hub backbone."
                 )
             repo_id = _create_repo(repo_id or os.path.basename(os.path.abspath(save_directory)), hub)
-        os.makedirs(save_directory, exist_ok=True)
-        with _bundled_config(self.config, bundle):
-            super().save_pretrained(save_directory, **kwargs)
+        # Staged beside, then moved in with config.json last: a folder with a config.json holds a whole adapter.
+        with staged_entries(save_directory, CONFIG_NAME) as folder, _bundled_config(self.config, bundle):
+            super().save_pretrained(folder, **kwargs)
             if bundle:
-                self._require_backbone().save_pretrained(os.path.join(save_directory, BACKBONE_SUBFOLDER))
+                self._require_backbone().save_pretrained(folder / BACKBONE_SUBFOLDER)
             base_processor = self.backbone.image_processor if self.backbone is not None else None
-            save_image_processor(save_directory, self.config, base_processor)
+            save_image_processor(folder, self.config, base_processor)
             card = dict(model_card or {})
             self._model_card = update_card(
                 self._model_card, self.config, num_parameters=self.num_parameters(only_trainable=True),
                 repo_id=repo_id, tags=hub.get("tags"), **card,
             )
-        with open(os.path.join(save_directory, CARD_NAME), "w", encoding="utf-8") as handle:
-            handle.write(self._model_card)
+            (folder / CARD_NAME).write_text(self._model_card, encoding="utf-8")
         if push_to_hub:
             return _upload(save_directory, repo_id, hub)
         return None

@@ -1,6 +1,8 @@
 """`accelerate launch -m co_settle_hf.train ...`: see `co_settle_hf.training.trainer`."""
 
-from .training.trainer import main
+import sys
+
+from .cli import run
 
 if __name__ == "__main__":
-    main()
+    run("train", sys.argv[1:])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from video_factory import write_frame_folder
 
+from co_settle_hf.cli import run
 from co_settle_hf.evaluation.davis import davis_palette
 
 # ----------------------------------------------------------------------------- DAVIS
@@ -259,3 +260,8 @@ def write_tapvid_pickle(path: Path, names: tuple[str, ...] = ("bear", "cows")) -
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps({name: tapvid_video(seed) for seed, name in enumerate(names)}))
     return path
+
+
+def eval_cli(argv: list[str]) -> dict:
+    """`co-settle eval ...` as the command line runs it: a refusal exits with its message."""
+    return run("eval", argv)

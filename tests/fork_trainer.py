@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from co_settle_hf.training.trainer import main
+from co_settle_hf.cli import run
 
 
 def child(argv: list[str], log_file: str) -> None:
@@ -22,7 +22,7 @@ def child(argv: list[str], log_file: str) -> None:
     os.dup2(log, 2)
     code = 0
     try:
-        main(argv)
+        run("train", argv)  # as the command line runs it: a refusal exits with its message
     except SystemExit as refusal:
         print(refusal, flush=True)
         code = 2

@@ -9,7 +9,8 @@ import torch
 from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
-from co_settle_hf.hub.convert_official import (
+from co_settle_hf.cli import main as cli
+from co_settle_hf.official.converting import (
     OfficialCheckpointError,
     convert_official_checkpoint,
 )
@@ -96,3 +97,17 @@ def test_text_file_as_checkpoint_names_it(vit_dir, tmp_path):
     (tmp_path / "readme.pth").write_text("not a checkpoint")
     with pytest.raises(OfficialCheckpointError, match=r"readme\.pth is not a PyTorch checkpoint"):
         convert_official_checkpoint(tmp_path / "readme.pth", vit_dir, tmp_path / "out")
+
+
+def test_import_official_checkpoint_mode_and_the_deprecated_command(vit_dir, tmp_path, capsys):
+    torch.save(fabricate("mlp2"), tmp_path / "checkpoint.pth")
+    cli(["import-official", "--checkpoint", str(tmp_path / "checkpoint.pth"), "--backbone", vit_dir, "--output-dir", str(tmp_path / "a")])
+    assert CoSettleModel.from_pretrained(tmp_path / "a").config.projection == "mlp2"
+    cli(["convert-official", str(tmp_path / "checkpoint.pth"), "--backbone", vit_dir, "--output", str(tmp_path / "b")])
+    assert "convert-official is deprecated" in capsys.readouterr().err
+    assert CoSettleModel.from_pretrained(tmp_path / "b").config.projection == "mlp2"
+    with pytest.raises(SystemExit):  # a published name and a checkpoint at once
+        cli(["import-official", "dino", "--checkpoint", str(tmp_path / "checkpoint.pth"), "--output-dir", str(tmp_path / "c")])
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="co-settle import-official: .*other.pth"):  # a library refusal, named by the CLI
+        cli(["import-official", "--checkpoint", str(tmp_path / "other.pth"), "--backbone", vit_dir, "--output-dir", str(tmp_path / "d")])

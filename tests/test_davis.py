@@ -24,12 +24,10 @@ from eval_fixtures import (
 )
 from eval_fixtures import (
     ColourEncoder,
+    save_palette_png,
 )
 from eval_fixtures import (
     davis_sequence_ids as sequence_ids,
-)
-from eval_fixtures import (
-    save_palette_png,
 )
 from eval_fixtures import (
     write_davis as write_dataset,

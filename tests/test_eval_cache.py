@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from eval_fixtures import ColourEncoder, write_davis
+from eval_fixtures import eval_cli as cli_main
 from tiny_backbones import save_backbone
 
 from co_settle_hf.evaluation.cache import FeatureCache
-from co_settle_hf.evaluation.cli import cli_main
 from co_settle_hf.evaluation.davis import evaluate_davis
 from co_settle_hf.evaluation.propagation import PropagationSettings
 

@@ -24,11 +24,12 @@ from eval_fixtures import (
     write_tradeoff_clips,
     write_vip,
 )
+from eval_fixtures import eval_cli as cli_main
 from PIL import Image
 from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
-from co_settle_hf.evaluation.cli import build_parser, cli_main
+from co_settle_hf.evaluation.cli import build_parser
 from co_settle_hf.evaluation.compare import model_folder
 from co_settle_hf.evaluation.davis import davis_palette, read_frames
 from co_settle_hf.evaluation.plots import overlay_masks

@@ -84,4 +84,4 @@ def test_a_bad_video_on_one_process_stops_both_with_its_name(data, tmp_path):
     assert result.returncode != 0
     assert f"co-settle eval davis: cannot decode image {jpeg}" in result.stderr
     assert "co_settle_hf/" not in result.stderr  # a message, not a traceback through our code (the launcher adds its own)
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*.partial"))

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from eval_fixtures import (
-    ColourEncoder,
     DAVIS_H,
     DAVIS_W,
+    ColourEncoder,
     davis_sequence_ids,
     save_palette_png,
     tradeoff_videos,
@@ -23,9 +23,9 @@ from eval_fixtures import (
     write_tradeoff_clips,
     write_vip,
 )
+from eval_fixtures import eval_cli as cli_main
 from tiny_backbones import save_backbone
 
-from co_settle_hf.evaluation.cli import cli_main
 from co_settle_hf.evaluation.davis import evaluate_davis, list_davis_sequences
 from co_settle_hf.evaluation.outputs import OutputFolder, check_name
 from co_settle_hf.evaluation.vip import list_vip_videos

@@ -11,6 +11,7 @@ from tiny_backbones import build_backbone
 from trainer_fixtures import run, workspace  # noqa: F401 (a fixture)
 
 from co_settle_hf import BackboneEncoder, CoSettleModel
+from co_settle_hf.errors import CheckpointError
 from co_settle_hf.training.feature_cache import FeatureCache, cached_objective
 from co_settle_hf.training.forward import training_forward
 
@@ -80,9 +81,9 @@ def test_a_cache_file_is_reused_only_with_the_same_settings(workspace, tmp_path)
     assert views.stat().st_mtime_ns == written  # read, not rebuilt
     a, b = load_file(first / "model.safetensors"), load_file(again / "model.safetensors")
     assert any(not torch.equal(a[key], b[key]) for key in a)  # the other lr trained on the same views
-    with pytest.raises(SystemExit, match="seed: 0 -> 1"):
+    with pytest.raises(CheckpointError, match="seed: 0 -> 1"):
         run(workspace, tmp_path / "c", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "4",
             "--feature-cache-file", str(views), "--seed", "1", steps=2)
-    with pytest.raises(SystemExit, match="resize: 'antialiased' -> 'short_side'; crop_rule: 'torchvision' -> 'released'"):
+    with pytest.raises(CheckpointError, match="resize: 'antialiased' -> 'short_side'; crop_rule: 'torchvision' -> 'released'"):
         run(workspace, tmp_path / "d", "--per-device-train-batch-size", "2", "--feature-cache-pairs", "4",
             "--feature-cache-file", str(views), "--resize", "short_side", "--crop-rule", "released", steps=2)

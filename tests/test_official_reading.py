@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import collections
-import io
 import pickle
 import subprocess
 import sys

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from eval_fixtures import ColourEncoder, write_ucf101
+from eval_fixtures import eval_cli as cli_main
 from PIL import Image
 from tiny_backbones import save_backbone
 
-from co_settle_hf.evaluation.cli import cli_main
 from co_settle_hf.evaluation.outputs import OutputFolder
 from co_settle_hf.evaluation.retrieval import (
     embed_videos,

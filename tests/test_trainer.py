@@ -18,6 +18,7 @@ from trainer_fixtures import FAST, good_clips_and_one_broken, run, workspace  # 
 
 from co_settle_hf import CoSettleModel
 from co_settle_hf.data import BadDataError, PairTransform
+from co_settle_hf.errors import CheckpointError, DataSourceError, SettingsError
 from co_settle_hf.training.trainer import main as train
 
 
@@ -104,16 +105,16 @@ def test_too_many_bad_samples_stop_the_run(workspace, tmp_path):
 
 
 def test_bad_arguments_fail_before_any_work(workspace, tmp_path):
-    with pytest.raises(SystemExit, match="--train_dir: .*does-not-exist"):
+    with pytest.raises(DataSourceError, match="--train_dir: .*does-not-exist"):
         run(workspace, tmp_path / "a", source=("--train-dir", str(tmp_path / "does-not-exist")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="--train_dir: .*empty"):
+    with pytest.raises(DataSourceError, match="--train_dir: .*empty"):
         run(workspace, tmp_path / "b", source=("--train-dir", str(tmp_path / "empty")))
-    with pytest.raises(SystemExit, match="--model_name_or_path .*no-such-backbone"):
+    with pytest.raises(SettingsError, match="--model_name_or_path .*no-such-backbone"):
         train(["--backbone", str(tmp_path / "no-such-backbone"), "--train-dir", str(workspace / "videos"), "--output-dir", str(tmp_path / "c"), *FAST])
-    with pytest.raises(SystemExit, match="--dataset_name .*no-such-dataset"):
+    with pytest.raises(DataSourceError, match="--dataset_name .*no-such-dataset"):
         run(workspace, tmp_path / "d", source=("--dataset-name", str(tmp_path / "no-such-dataset")))
-    with pytest.raises(SystemExit, match="--dataset_name .*column 'clip' not in dataset"):
+    with pytest.raises(DataSourceError, match="--dataset_name .*column 'clip' not in dataset"):
         import datasets
 
         datasets.Dataset.from_dict({"video": ["x.mp4"]}).save_to_disk(tmp_path / "ds")
@@ -189,7 +190,7 @@ def test_mixed_precision_bf16_runs(workspace, tmp_path):
 
 
 def test_a_missing_tracker_is_an_error_not_silence(workspace, tmp_path):
-    with pytest.raises(SystemExit, match="--report_to wandb"):
+    with pytest.raises(SettingsError, match="--report_to wandb"):
         run(workspace, tmp_path / "out", "--with-tracking", "--report-to", "wandb")
 
 
@@ -216,9 +217,9 @@ def test_checkpoints_logs_and_resume_settings(workspace, tmp_path):
     assert steps == [1, 2, 3, 4, 5]  # the log is this run's history, without duplicates
     run(workspace, out, "--overwrite-output-dir", "--checkpointing-steps", "2", steps=2)  # replacing the old run: a fresh log
     assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
-    with pytest.raises(SystemExit, match="other settings, .*per_device_train_batch_size: 2 -> 1"):
+    with pytest.raises(CheckpointError, match="other settings, .*per_device_train_batch_size: 2 -> 1"):
         run(workspace, out, "--per-device-train-batch-size", "1", "--resume-from-checkpoint", "latest", steps=6)
-    with pytest.raises(SystemExit, match="--resume_from_checkpoint: .* is not a co-settle checkpoint"):
+    with pytest.raises(CheckpointError, match="--resume_from_checkpoint: .* is not a co-settle checkpoint"):
         run(workspace, out, "--resume-from-checkpoint", str(tmp_path), steps=6)
 
 
@@ -242,7 +243,7 @@ def test_a_rare_bad_clip_never_throws_away_a_finished_run(workspace, tmp_path):
 def test_relative_position_backbones_need_pea_off_explicitly(workspace, tmp_path):
     save_backbone("beit", tmp_path / "beit")
     args = ["--backbone", str(tmp_path / "beit"), "--train-dir", str(workspace / "videos"), "--max-train-steps", "1", *FAST]
-    with pytest.raises(SystemExit, match="relative position bias.*--no_pea"):
+    with pytest.raises(SettingsError, match="relative position bias.*--no_pea"):
         train([*args, "--output-dir", str(tmp_path / "refused")])
     assert not (tmp_path / "refused").exists()
     output = train([*args, "--output-dir", str(tmp_path / "ok"), "--no-pea"])

@@ -19,6 +19,7 @@ from video_factory import index_coded_frames, read_frame_index, write_video
 from co_settle_hf import CoSettleConfig, CoSettleModel
 from co_settle_hf.cli import main as cli
 from co_settle_hf.data import sample_generator, sample_pair_indices
+from co_settle_hf.errors import DataSourceError, SettingsError
 from co_settle_hf.training import CoSettleTrainingArguments, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def test_validation_split_of_a_dataset(workspace, tmp_path):
                  source=("--dataset_name", str(tmp_path / "ds")), steps=2)
     logged = [r for r in map(json.loads, (output / "train_log.jsonl").read_text().splitlines()) if "eval_pairs" in r]
     assert [(r["step"], r["eval_pairs"]) for r in logged] == [(1, 2), (2, 2)]
-    with pytest.raises(SystemExit, match="--validation_split nope: split 'nope' not in dataset"):
+    with pytest.raises(DataSourceError, match="--validation_split nope: split 'nope' not in dataset"):
         run(workspace, tmp_path / "bad", "--validation_split", "nope", source=("--dataset_name", str(tmp_path / "ds")), steps=2)
 
 
@@ -160,7 +161,7 @@ def long_videos(tmp_path_factory) -> Path:
 
 
 def test_long_videos_train_as_many_clips_with_pairs_inside_one_clip(workspace, long_videos, tmp_path):
-    with pytest.raises(SystemExit, match=r"4 clips cannot fill one batch of 8.*--clip_seconds.*--clip_repeats.*--per_device_train_batch_size"):
+    with pytest.raises(SettingsError, match=r"4 clips cannot fill one batch of 8.*--clip_seconds.*--clip_repeats.*--per_device_train_batch_size"):
         run(workspace, tmp_path / "whole", "--per_device_train_batch_size", "8", source=("--train_dir", str(long_videos)))
     output = run(workspace, tmp_path / "out", "--per_device_train_batch_size", "8", "--clip_seconds", "1.5",
                  "--num_train_epochs", "2", source=("--train_dir", str(long_videos)), steps=0)

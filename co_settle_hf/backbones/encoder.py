@@ -27,7 +27,6 @@ from .families import BackboneFamily, family_for
 from .inputs import check_pixel_values
 from .positions import POSITION_INTERPOLATIONS, interpolation
 
-
 #: What `--backbone_precision` may ask: the dtype the frozen backbone runs under autocast (None: as loaded).
 BACKBONE_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 

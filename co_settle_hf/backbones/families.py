@@ -11,15 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+from transformers import image_utils
+
 from ..errors import SettingsError
 
 PositionKind = Literal["learned", "sincos", "rotary", "relative"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-HALF = (0.5, 0.5, 0.5)
+# transformers' own constants, as tuples (a dataclass default must not be a list).
+IMAGENET_MEAN, IMAGENET_STD = tuple(image_utils.IMAGENET_DEFAULT_MEAN), tuple(image_utils.IMAGENET_DEFAULT_STD)
+OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = tuple(image_utils.OPENAI_CLIP_MEAN), tuple(image_utils.OPENAI_CLIP_STD)
+HALF = tuple(image_utils.IMAGENET_STANDARD_MEAN)
 
 
 def _cls(config: Any) -> int:

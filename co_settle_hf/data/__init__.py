@@ -18,8 +18,8 @@ from .transforms import (
     PairTransform,
     random_resized_crop_params,
 )
-from .video import VideoFileClip, VideoInfo
-from .windows import ClipWindow, split_long_videos, window_bounds
+from .video import VideoFileClip, VideoInfo, read_video_frames
+from .windows import ClipWindow, find_cuts, split_long_videos, window_bounds
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -44,7 +44,9 @@ __all__ = [
     "collate_pairs",
     "dataset_clips",
     "discover_clips",
+    "find_cuts",
     "random_resized_crop_params",
+    "read_video_frames",
     "sample_generator",
     "sample_pair_indices",
     "split_long_videos",

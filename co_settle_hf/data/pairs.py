@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from ..objective.settings import OBJECTIVE
 from .base import Clip, ClipReadError
 from .sampling import sample_pair_indices
 
@@ -78,7 +79,7 @@ class FramePairDataset(Dataset, _PairSampler):
     process) naming it and yields None; ``collate_pairs`` drops it and counts it.
     """
 
-    def __init__(self, clips: Sequence[Clip], transform: Transform, delta: float = 0.15, seed: int = 0) -> None:
+    def __init__(self, clips: Sequence[Clip], transform: Transform, delta: float = OBJECTIVE.frame_gap, seed: int = 0) -> None:
         _PairSampler.__init__(self, transform, delta, seed)
         self.clips = clips
 
@@ -106,7 +107,7 @@ class IterableFramePairDataset(IterableDataset, _PairSampler):
     ``FramePairDataset`` ("index" is the position), or None for a bad clip.
     """
 
-    def __init__(self, clips: Iterable[Clip], transform: Transform, delta: float = 0.15, seed: int = 0) -> None:
+    def __init__(self, clips: Iterable[Clip], transform: Transform, delta: float = OBJECTIVE.frame_gap, seed: int = 0) -> None:
         _PairSampler.__init__(self, transform, delta, seed)
         self.clips = clips
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..objective.settings import OBJECTIVE
+
 
 def uniform_int(low: int, high: int, generator: torch.Generator | None) -> int:
     """Uniform integer in [low, high)."""
@@ -12,7 +14,7 @@ def uniform_int(low: int, high: int, generator: torch.Generator | None) -> int:
 
 def sample_pair_indices(
     num_frames: int,
-    delta: float = 0.15,
+    delta: float = OBJECTIVE.frame_gap,
     generator: torch.Generator | None = None,
     skip_first: bool = True,
 ) -> tuple[int, int]:

@@ -8,10 +8,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..backbones.families import IMAGENET_MEAN, IMAGENET_STD
 from .sampling import uniform_int
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:

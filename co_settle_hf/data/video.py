@@ -284,3 +284,37 @@ def write_video(
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def read_video_frames(
+    path: str | Path,
+    max_frames: int | None = None,
+    stride: int = 1,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Decode a short clip sequentially into a uint8 tensor (T, H, W, 3) in RGB.
+
+    Keeps every ``stride``-th frame, at most ``max_frames`` of them; ``size`` = (height, width)
+    rescales each kept frame in FFmpeg (area resampling). Meant for clips of a few hundred frames.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"size must be (height, width) with positive entries, got {size}")
+    scale = {} if size is None else {"height": int(size[0]), "width": int(size[1]), "interpolation": "AREA"}
+    frames = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % stride:
+                continue
+            frames.append(frame.to_ndarray(format="rgb24", **scale))
+            if max_frames is not None and len(frames) == max_frames:
+                break
+    if not frames:
+        raise ValueError(f"no video frames decoded from {path}")
+    return torch.from_numpy(np.stack(frames))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from .base import Clip, ClipReadError, check_indices
@@ -59,9 +60,7 @@ def window_bounds(num_frames: int, frames_per_window: float, cuts: Sequence[int]
 
 
 def shot_cuts(clip: Any) -> list[int]:
-    """Clip frame indices that start a new shot, found by the demo's detector on a low-resolution decode."""
-    from ..demo.footage import find_cuts
-
+    """Clip frame indices that start a new shot, found by `find_cuts` on a low-resolution decode."""
     frames, times = clip.decode_small()
     if len(frames) < 2:
         return []
@@ -92,3 +91,20 @@ def split_long_videos(source: Sequence[Clip], seconds: float, split_at_cuts: boo
     """
     indices = tqdm(range(len(source)), desc="cutting videos into clips", unit="video", disable=len(source) < 100)
     return [window for index in indices for window in _windows_of(source, index, seconds, split_at_cuts)]
+
+
+def find_cuts(frames: torch.Tensor, ratio: float = 8.0, min_difference: float = 8.0) -> list[int]:
+    """Indices of frames that start a new shot (hard cuts), from consecutive-frame differences.
+
+    A cut is a mean absolute difference to the previous frame (0-255 scale) above ``ratio`` times
+    the clip's median difference and above ``min_difference`` (so near-static clips do not turn
+    noise into cuts): camera and object motion stay well below it (on ``bikes.mp4`` motion peaks
+    at 4.3x the median, its cuts are 10.6x to 17x, with differences of 53 to 85).
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 2:
+        raise ValueError(f"frames must be (T >= 2, H, W, 3), got {tuple(frames.shape)}")
+    step = max(1, min(frames.shape[1:3]) // 64)  # a pixel grid of about 64 rows: enough for hard cuts
+    small = frames[:, ::step, ::step].float()
+    diff = (small[1:] - small[:-1]).abs().mean(dim=(1, 2, 3))
+    threshold = max(ratio * float(diff.median()), min_difference)
+    return (torch.nonzero(diff > threshold).flatten() + 1).tolist()

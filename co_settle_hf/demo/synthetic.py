@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from co_settle_hf.demo.footage import read_video_frames
+from co_settle_hf.data.video import read_video_frames
 
 from ..evaluation.davis import davis_palette
 

@@ -3,7 +3,7 @@
 The backbone is the cost of an evaluation; a sweep over top-k or temperatures changes nothing
 it computes. Entries are safetensors files keyed by the model (its Hub commit, or a digest of
 its weights), the input size and the frame files (path, size, modification time), so a changed
-model, size or frame never reads stale features. Writes are atomic (temporary file, rename).
+model, size or frame never reads stale features. Writes are staged and renamed into place (`co_settle_hf.staging`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..staging import staged_file
 
 #: Encoder attributes that change its features without changing its weights.
 FEATURE_SETTINGS = ("apply_final_norm", "position_interpolation", "autocast_dtype")
@@ -76,10 +77,7 @@ class FeatureCache:
                 self.hits -= 1
         self.misses += 1
         features = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-        os.close(handle)
-        save_file({"features": features.detach().cpu().contiguous()}, temporary,
-                  metadata={"description": json.dumps(description)[:60000]})
-        os.replace(temporary, path)
+        with staged_file(path) as temporary:
+            save_file({"features": features.detach().cpu().contiguous()}, str(temporary),
+                      metadata={"description": json.dumps(description)[:60000]})
         return features

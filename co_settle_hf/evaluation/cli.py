@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from ..backbones.encoder import BACKBONE_PRECISIONS
+from ..errors import DataSourceError, SettingsError
 from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
 from .distributed import Processes, current_processes
 from .encoders import LoadedModel, load_for_evaluation
-from .jhmdb import MAPPINGS
+from .jhmdb import MAPPINGS, PCK_THRESHOLDS
 from .outputs import OutputFolder
 from .propagation import PROTOCOLS, PropagationSettings
 from .tapvid_metrics import QUERY_MODES
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--mapping", choices=MAPPINGS, default="reference",
                        help="JHMDB joint-to-cell mapping: 'reference' (CropMAE's, behind the published PCK) or "
                             "'centred' (pixel and cell centres aligned, a continuous Gaussian)")
-    group.add_argument("--pck-thresholds", type=float, nargs="+", default=[0.1, 0.2],
+    group.add_argument("--pck-thresholds", type=float, nargs="+", default=list(PCK_THRESHOLDS),
                        help="JHMDB PCK thresholds, e.g. 0.1 0.2 0.3 0.4 0.5")
     group.add_argument("--count-lost-as-miss", action=argparse.BooleanOptionalAction, default=True,
                        help="JHMDB: a joint whose map vanished is a miss (default) or, with --no-..., not scored "
@@ -365,26 +366,23 @@ def cli_main(argv: Sequence[str]) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     models, args.model = args.model, args.model[0]
     if not Path(args.data_root).exists():
-        raise SystemExit(f"--data-root {args.data_root} does not exist")
+        raise DataSourceError(f"{args.task}: --data-root {args.data_root} does not exist")
     if args.update_card:
         check_card_target(args.update_card, args.task)
-    try:
-        settings = propagation_settings(args)  # argument errors first
-        if args.update_card and len(settings) > 1:
-            raise ValueError("--update-card records one setting's results: give one --topk and one --propagation-temperature")
-        if len(models) > 1:
-            check_comparison(args, models, settings)
-        processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
-        output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
-        device = str(processes.device) if args.device in (None, "cuda") else args.device  # cuda:<rank> when launched
-        if len(models) > 1:
-            with output as out:
-                return run_comparison(args, models, out, processes, device, settings)
-        loaded = load_for_evaluation(args.model, args.revision, device, args.backbone_precision)
+    settings = propagation_settings(args)  # argument errors first
+    if args.update_card and len(settings) > 1:
+        raise SettingsError("--update-card records one setting's results: give one --topk and one --propagation-temperature")
+    if len(models) > 1:
+        check_comparison(args, models, settings)
+    processes = current_processes(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    output = OutputFolder(args.output_dir, [args.data_root], args.overwrite, processes)  # checks; writes nothing
+    device = str(processes.device) if args.device in (None, "cuda") else args.device  # cuda:<rank> when launched
+    if len(models) > 1:
         with output as out:
-            rows = run_model(args, loaded, out, processes, settings)
-        if args.update_card and processes.is_main:
-            add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
-    except (ValueError, FileNotFoundError) as error:  # bad data or arguments: the message names them
-        raise SystemExit(f"co-settle eval {args.task}: {error}") from None
+            return run_comparison(args, models, out, processes, device, settings)
+    loaded = load_for_evaluation(args.model, args.revision, device, args.backbone_precision)
+    with output as out:
+        rows = run_model(args, loaded, out, processes, settings)
+    if args.update_card and processes.is_main:
+        add_results_to_card(args.update_card, results_from_summary(args.task, rows[args.model]))
     return rows

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from .jhmdb import PCK_THRESHOLDS
 from .outputs import OutputFolder
 
 #: task -> (per-item file, its item column, the compared metric, the summary's headline key).
@@ -32,13 +33,13 @@ def model_folder(index: int, name: str) -> str:
     return f"model{index + 1}-{tail}"
 
 
-def metric_names(task: str, threshold: float = 0.1) -> tuple[str, str]:
+def metric_names(task: str, threshold: float = PCK_THRESHOLDS[0]) -> tuple[str, str]:
     """(per-item metric, headline key) of a task; JHMDB compares its first PCK threshold."""
     _, _, metric, headline = COMPARED[task]
     return metric.format(threshold=threshold), headline.format(threshold=threshold)
 
 
-def per_item_scores(task: str, folder: Path, threshold: float = 0.1) -> dict[str, float]:
+def per_item_scores(task: str, folder: Path, threshold: float = PCK_THRESHOLDS[0]) -> dict[str, float]:
     """item -> score from one model's per-item file (DAVIS: (J + F) / 2 of each object)."""
     file, item, _, _ = COMPARED[task]
     metric = metric_names(task, threshold)[0]
@@ -50,7 +51,7 @@ def per_item_scores(task: str, folder: Path, threshold: float = 0.1) -> dict[str
 
 
 def comparison_rows(task: str, models: Sequence[str], folders: Sequence[Path], headlines: dict[str, dict[str, Any]],
-                    threshold: float = 0.1) -> tuple[list[str], list[list[Any]]]:
+                    threshold: float = PCK_THRESHOLDS[0]) -> tuple[list[str], list[list[Any]]]:
     """(header, rows): the headline mean, then every item in the first model's order."""
     metric, headline = metric_names(task, threshold)
     scores = [per_item_scores(task, folder, threshold) for folder in folders]
@@ -65,7 +66,7 @@ def comparison_rows(task: str, models: Sequence[str], folders: Sequence[Path], h
 
 
 def write_comparison(task: str, models: Sequence[str], folders: Sequence[Path], headlines: dict[str, dict[str, Any]],
-                     out: OutputFolder, threshold: float = 0.1) -> str:
+                     out: OutputFolder, threshold: float = PCK_THRESHOLDS[0]) -> str:
     """``comparison.csv`` and ``comparison.md``; returns the Markdown table."""
     header, rows = comparison_rows(task, models, folders, headlines, threshold)
     with out.path("comparison.csv").open("w", newline="") as handle:

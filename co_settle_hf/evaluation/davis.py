@@ -28,14 +28,12 @@ around beyond 255 frames).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .features import DenseEncoder, fit_to_patches
 from .images import decode_image, image_header, read_annotation, read_frames, write_annotation  # noqa: F401

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig
 
 from ..backbones.encoder import BACKBONE_PRECISIONS, BackboneEncoder
+from ..errors import SettingsError
 from ..modeling_co_settle import CoSettleModel
 
 
@@ -27,7 +28,7 @@ def load_for_evaluation(name_or_path: str, revision: str | None = None, device: 
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"--model {name_or_path}: not an adapter or backbone that can be loaded ({error})") from None
+        raise SettingsError(f"--model {name_or_path}: not an adapter or backbone that can be loaded ({error})") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if config.model_type == "co_settle":
         adapter = CoSettleModel.from_pretrained(name_or_path, revision=revision).to(device)

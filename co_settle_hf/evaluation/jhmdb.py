@@ -72,6 +72,8 @@ JOINT_NAMES = (
 SIGMA = 0.5
 BOX_FACTOR = 0.6
 PEAK_TOPK = 5
+#: PCK is scored at these fractions of the person's box size (SPEC: PCK@0.1 and PCK@0.2).
+PCK_THRESHOLDS = (0.1, 0.2)
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ def normalized_distances(
         return np.where(scored, dist / scale[:, None], np.nan)
 
 
-def pck_from_distances(distances: np.ndarray, thresholds: Sequence[float] = (0.1, 0.2)) -> dict[str, float]:
+def pck_from_distances(distances: np.ndarray, thresholds: Sequence[float] = PCK_THRESHOLDS) -> dict[str, float]:
     """{"PCK@a": share of scored entries (non-NaN) with distance <= a}; NaN if nothing is scored."""
     scored = distances[~np.isnan(distances)]
     return {f"PCK@{a:g}": float((scored <= a).mean()) if scored.size else math.nan for a in thresholds}
@@ -263,7 +265,7 @@ def pck(
     pred: np.ndarray | torch.Tensor,
     gt: np.ndarray | torch.Tensor,
     visible: np.ndarray | torch.Tensor,
-    thresholds: Sequence[float] = (0.1, 0.2),
+    thresholds: Sequence[float] = PCK_THRESHOLDS,
     include_first_frame: bool = False,
 ) -> dict[str, float]:
     """PCK of one video: pred, gt (T, J, 2) pixel (x, y), visible (T, J) bool.
@@ -327,7 +329,7 @@ class JhmdbTask:
     video_list: list[JhmdbVideo]
     size: tuple[int, int]
     mapping: str = "reference"
-    thresholds: Sequence[float] = (0.1, 0.2)
+    thresholds: Sequence[float] = PCK_THRESHOLDS
     count_lost_as_miss: bool = True
     include_first_frame: bool = False
     name: str = "JHMDB"
@@ -393,7 +395,7 @@ def evaluate_jhmdb(
     list_file: str | Path | None = None,
     size: tuple[int, int] = (320, 320),
     mapping: str = "reference",
-    thresholds: Sequence[float] = (0.1, 0.2),
+    thresholds: Sequence[float] = PCK_THRESHOLDS,
     count_lost_as_miss: bool = True,
     include_first_frame: bool = False,
     progress: bool = True,

@@ -18,9 +18,9 @@ from typing import Any, Protocol, Sequence
 import torch
 
 from .cache import FeatureCache
-from .images import image_header, read_frames
 from .distributed import Processes
 from .features import DenseEncoder, _encoder_device, extract_video_features, project_backbone_tokens
+from .images import image_header, read_frames
 from .outputs import OutputFolder, open_output
 from .propagation import PropagationSettings, propagate_labels
 

@@ -11,13 +11,12 @@ inside the staging folder, and names taken from list files must be single path c
 from __future__ import annotations
 
 import copy
-import ctypes
 import os
-import shutil
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ContextManager, Sequence
+
+from ..staging import staged_folder
 
 
 def check_name(name: str, where: str) -> str:
@@ -67,12 +66,13 @@ class OutputFolder:
         self.root: Path | None = None
         self.processes = processes
         self.is_main = processes is None or processes.is_main
+        self._staging: Any = None
 
     def __enter__(self) -> "OutputFolder":
         root = None
         if self.is_main:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            root = tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent)
+            self._staging = staged_folder(self.target)
+            root = str(self._staging.__enter__())
         if self.processes is not None:
             root = self.processes.broadcast(root)
         self.root = Path(root).resolve()
@@ -101,37 +101,10 @@ class OutputFolder:
 
     def __exit__(self, kind, error, traceback) -> None:
         assert self.root is not None
-        if kind is not None:
-            if self.is_main:
-                shutil.rmtree(self.root, ignore_errors=True)
-            return
-        if self.processes is not None:
+        if kind is None and self.processes is not None:
             self.processes.barrier()  # every process has written its files
-        if not self.is_main:
-            return
-        if self.target.exists():
-            _exchange(self.root, self.target)  # the staging folder now holds the previous results
-            shutil.rmtree(self.root, ignore_errors=True)
-        else:
-            os.replace(self.root, self.target)
-
-
-def _exchange(a: Path, b: Path) -> None:
-    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE), so no moment lacks either.
-
-    Elsewhere two renames, with a moment in which the results sit under the staging name.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        at_fdcwd, rename_exchange = -100, 2
-        if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-            return
-    except (AttributeError, OSError):  # no renameat2 in this C library
-        pass
-    aside = a.with_name(a.name + ".previous")
-    os.replace(b, aside)
-    os.replace(a, b)
-    os.replace(aside, a)
+        if self.is_main:
+            self._staging.__exit__(kind, error, traceback)  # in place when all went well, else removed
 
 
 def open_output(output: "str | Path | OutputFolder", data_roots: Sequence[str | Path], overwrite: bool

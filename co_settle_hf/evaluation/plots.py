@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .tradeoff import TRADEOFF  # noqa: E402
 
 #: Opacity of the label colours over the frame (the outlines are opaque).
 MASK_ALPHA = 0.4
@@ -261,7 +262,7 @@ def tradeoff_scatter(
     points: Mapping[str, tuple[float, float]],
     arrows: Sequence[tuple[str, str]],
     path: str | Path,
-    gamma: float = 0.3,
+    gamma: float = TRADEOFF.gamma,
     num_iso_lines: int = 6,
     data: str | None = None,
 ) -> Path:

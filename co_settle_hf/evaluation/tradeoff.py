@@ -29,6 +29,7 @@ from torch import Tensor
 from co_settle_hf.evaluation.distributed import blocks
 from co_settle_hf.evaluation.features import DenseEncoder, encode_images, project_backbone_tokens
 from co_settle_hf.objective.cycle import cycle_consistency_loss
+from co_settle_hf.objective.settings import OBJECTIVE
 
 #: Frame pairs (as fractions of the video length T) for the cycle accuracy, as released.
 CYCLE_FRACTIONS: tuple[tuple[float, float], ...] = (
@@ -40,6 +41,26 @@ EDGE_FRAMES = 3
 MIN_FRAMES = 2 * EDGE_FRAMES + 2
 #: Added to every diameter before dividing, as released, so a constant video does not divide by 0.
 DIAMETER_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class TradeoffSettings:
+    """The analysis's knobs (see :func:`analyze_tradeoff`)."""
+
+    num_frames: int | None = None
+    resize: int = 256
+    crop: int = 224
+    num_patches: int = 8
+    seed: int = 42
+    gamma: float = 0.3
+    fractions: tuple[tuple[float, float], ...] = CYCLE_FRACTIONS
+    temperature: float = OBJECTIVE.cycle_temperature
+    pool: int = OBJECTIVE.pool_size
+    cycle_features: str = "raw"
+    batch_size: int = 8
+
+
+TRADEOFF = TradeoffSettings()  # the published analysis; every default below reads it
 
 
 def _as_tokens(features: Tensor, name: str) -> Tensor:
@@ -101,7 +122,7 @@ def middle_frame_index(num_frames: int) -> int:
     return num_frames // 2
 
 
-def sample_patch_positions(num_positions: int, num_patches: int = 8, seed: int = 42) -> Tensor:
+def sample_patch_positions(num_positions: int, num_patches: int = TRADEOFF.num_patches, seed: int = TRADEOFF.seed) -> Tensor:
     """`num_patches` distinct random patch indices out of `num_positions` (all of them if fewer).
 
     A private generator seeded with `seed` makes the draw depend on nothing but its arguments,
@@ -119,8 +140,8 @@ def d_inter(
     middle_features: Tensor | Sequence[Tensor],
     positions: Tensor | None = None,
     *,
-    num_patches: int = 8,
-    seed: int = 42,
+    num_patches: int = TRADEOFF.num_patches,
+    seed: int = TRADEOFF.seed,
 ) -> float:
     """D_inter: how far apart the same patch positions lie in the middle frames of different videos.
 
@@ -219,7 +240,7 @@ def inter_video_distances(sampled: Tensor) -> dict[str, float]:
     return result
 
 
-def tradeoff_margin(d_inter_value: float, d_intra_value: float, gamma: float = 0.3) -> float:
+def tradeoff_margin(d_inter_value: float, d_intra_value: float, gamma: float = TRADEOFF.gamma) -> float:
     """D = D_inter - gamma * D_intra (higher is better)."""
     return d_inter_value - gamma * d_intra_value
 
@@ -239,8 +260,8 @@ def _pair_indices(num_frames: int, fractions: Iterable[tuple[float, float]]) -> 
 def cycle_accuracy_at_fractions(
     features_per_video: Sequence[Tensor],
     fractions: Sequence[tuple[float, float]] = CYCLE_FRACTIONS,
-    temperature: float = 0.03,
-    pool: int = 2,
+    temperature: float = TRADEOFF.temperature,
+    pool: int = TRADEOFF.pool,
     normalise: bool = False,
 ) -> float:
     """Share of pooled nodes whose walk frame t1 -> t2 -> t1 comes home, over videos and pairs.
@@ -299,7 +320,7 @@ def _rank_from_singular_values(singular: Tensor, rank_bound: int) -> float:
     return float(entropy.exp() / rank_bound)
 
 
-def preprocess_frames(frames: Tensor, resize: int = 256, crop: int = 224) -> Tensor:
+def preprocess_frames(frames: Tensor, resize: int = TRADEOFF.resize, crop: int = TRADEOFF.crop) -> Tensor:
     """uint8 (T, H, W, 3) -> float (T, 3, crop, crop) in [0, 1]: short side to `resize`, centre crop.
 
     The short side goes to `resize` and the long side to int(resize * long / short) (bilinear,
@@ -324,7 +345,7 @@ def preprocess_frames(frames: Tensor, resize: int = 256, crop: int = 224) -> Ten
     return images[:, :, top : top + crop, left : left + crop].clamp(0, 1)
 
 
-def encode_raw(encoder: DenseEncoder, images: Tensor, batch_size: int = 8) -> Tensor:
+def encode_raw(encoder: DenseEncoder, images: Tensor, batch_size: int = TRADEOFF.batch_size) -> Tensor:
     """Raw (not normalised) features (T, h, w, D), float32 on the CPU, of [0, 1] images (T, 3, H, W)."""
     batches = (images[start : start + batch_size] for start in range(0, images.shape[0], batch_size))
     return torch.cat([feats.cpu() for feats in encode_images(encoder, batches)])
@@ -387,23 +408,6 @@ def _read_video(video: Any, index: int, num_frames: int | None) -> tuple[str, Te
         except (OSError, RuntimeError, ValueError) as error:
             raise ValueError(f"cannot read {name}: {error}") from error
     raise ValueError(f"videos[{index}] is neither a (T, H, W, 3) uint8 tensor nor a clip, got {type(video).__name__}")
-
-
-@dataclass(frozen=True)
-class TradeoffSettings:
-    """The analysis's knobs (see :func:`analyze_tradeoff`)."""
-
-    num_frames: int | None = None
-    resize: int = 256
-    crop: int = 224
-    num_patches: int = 8
-    seed: int = 42
-    gamma: float = 0.3
-    fractions: tuple[tuple[float, float], ...] = CYCLE_FRACTIONS
-    temperature: float = 0.03
-    pool: int = 2
-    cycle_features: str = "raw"
-    batch_size: int = 8
 
 
 def _video_record(features: Tensor, settings: TradeoffSettings) -> dict[str, Any]:
@@ -535,7 +539,7 @@ def _measure_video(encoders: Mapping[str, DenseEncoder], video: Any, index: int,
             for key, features in encode_sharing_backbones(encoders, images, settings.batch_size).items()}
 
 
-def encode_sharing_backbones(encoders: Mapping[str, DenseEncoder], images: Tensor, batch_size: int = 8) -> dict[str, Tensor]:
+def encode_sharing_backbones(encoders: Mapping[str, DenseEncoder], images: Tensor, batch_size: int = TRADEOFF.batch_size) -> dict[str, Tensor]:
     """Raw features of every encoder; an adapter whose backbone is also measured projects that
     backbone's tokens instead of running it again (the backbone is the cost)."""
     raw: dict[int, Tensor] = {}

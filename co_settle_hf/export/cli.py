@@ -1,18 +1,41 @@
-"""`co-settle export FORMAT ...`: one subcommand per deployment format."""
+"""`co-settle export FORMAT ...`: one subcommand per deployment format (ONNX for now)."""
 
 from __future__ import annotations
 
 import argparse
 
-from . import onnx
+from ..modeling_co_settle import CoSettleModel
+from .onnx import CHECK_SIZES, check_onnx, export_onnx
 
-FORMATS = {"onnx": onnx.cli_main}
+
+def _size(text: str) -> tuple[int, int]:
+    height, _, width = text.partition("x")
+    try:
+        return int(height), int(width)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size is HEIGHTxWIDTH in pixels, e.g. 480x880; got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="co-settle export", description="Export an adapter for deployment.")
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    onnx = formats.add_parser("onnx", help="backbone + projection as one ONNX graph", description=(
+        "Export an adapter and its backbone as one ONNX graph: pixel_values (B, 3, H, W) -> features (B, h, w, D)."))
+    onnx.add_argument("adapter", help="adapter folder or Hub repository id (CoSettleModel.from_pretrained)")
+    onnx.add_argument("--output", required=True, help="the .onnx file to write")
+    onnx.add_argument("--revision", default=None, help="branch, tag or commit of the adapter repository")
+    onnx.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    onnx.add_argument("--check-sizes", type=_size, nargs="*", default=list(CHECK_SIZES), metavar="HxW",
+                      help="compare onnxruntime with PyTorch at these sizes (none: skip); default 224x224 480x880")
+    return parser
 
 
 def cli_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="co-settle export", description="Export an adapter for deployment.")
-    parser.add_argument("format", choices=sorted(FORMATS), help="what to export to")
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        raise SystemExit(0 if argv else 2)
-    FORMATS[parser.parse_args(argv[:1]).format](argv[1:])
+    args = build_parser().parse_args(argv)
+    model = CoSettleModel.from_pretrained(args.adapter, revision=args.revision)
+    path = export_onnx(model, args.output, overwrite=args.overwrite, opset=args.opset)
+    patch, dim = model.patch_size, model.config.hidden_size
+    print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): pixel_values (B, 3, H, W) -> features (B, H/{patch}, W/{patch}, {dim})")
+    for (height, width), difference in check_onnx(model, path, args.check_sizes).items():
+        print(f"  {height}x{width}: max |onnxruntime - PyTorch| = {difference:.2e}")

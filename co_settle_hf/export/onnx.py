@@ -10,9 +10,7 @@ backbone is trained at, and `check_onnx` runs the graph at other sizes against P
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from ..modeling_co_settle import CoSettleModel
+from ..staging import staged_entries
 
 #: The patch grid the graph is traced at (rows, columns): not square, and no backbone's training grid.
 TRACE_GRID = (5, 7)
@@ -42,28 +41,25 @@ class _Features(nn.Module):
 
 
 def export_onnx(model: CoSettleModel, output: str | os.PathLike, *, overwrite: bool = False, opset: int | None = None) -> Path:
-    """Write `model` (fp32, eval) to the ONNX file `output`, staged beside it and renamed into place."""
+    """Write `model` (fp32, eval) to the ONNX file `output`, staged and renamed into place (`co_settle_hf.staging`)."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists: pass overwrite=True (--overwrite) to replace it")
     if output.suffix != ".onnx":
         raise SettingsError(f"the ONNX output should end in .onnx, got {output}")
-    output.parent.mkdir(parents=True, exist_ok=True)
     graph = _Features(model.float().eval())
     patch = model.patch_size
     example = torch.zeros(2, 3, TRACE_GRID[0] * patch, TRACE_GRID[1] * patch, device=model.device)
     rows, cols = torch.export.Dim("patch_rows", min=1), torch.export.Dim("patch_cols", min=1)
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as staging:
-        staged = Path(staging) / output.name
+    with staged_entries(output.parent, output.name) as staging:  # the graph moves in last, after its weights file
+        staged = staging / output.name
         torch.onnx.export(
             graph, (example,), staged, dynamo=True, opset_version=opset, verbose=False,
             input_names=["pixel_values"], output_names=["features"],
             dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1), 2: patch * rows, 3: patch * cols}},
             external_data=weights_bytes > INLINE_WEIGHTS_BYTES,
         )
-        for part in sorted(Path(staging).iterdir(), key=lambda path: path == staged):  # the graph last
-            os.replace(part, output.parent / part.name)
     return output
 
 
@@ -85,31 +81,3 @@ def check_onnx(model: CoSettleModel, path: str | os.PathLike, sizes: Sequence[tu
             raise RuntimeError(f"{path}: features of shape {got.shape} at {height}x{width}, PyTorch gives {tuple(expected.shape)}")
         differences[(height, width)] = float((torch.from_numpy(got) - expected).abs().max())
     return differences
-
-
-def _size(text: str) -> tuple[int, int]:
-    height, _, width = text.partition("x")
-    try:
-        return int(height), int(width)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a size is HEIGHTxWIDTH in pixels, e.g. 480x880; got {text!r}") from None
-
-
-def cli_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="co-settle export onnx", description="Export an adapter and its backbone as one ONNX graph.")
-    parser.add_argument("adapter", help="adapter folder or Hub repository id (CoSettleModel.from_pretrained)")
-    parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--revision", default=None, help="branch, tag or commit of the adapter repository")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    parser.add_argument("--check-sizes", type=_size, nargs="*", default=list(CHECK_SIZES), metavar="HxW",
-                        help="compare onnxruntime with PyTorch at these sizes (none: skip); default 224x224 480x880")
-    args = parser.parse_args(argv)
-    try:
-        model = CoSettleModel.from_pretrained(args.adapter, revision=args.revision)
-        path = export_onnx(model, args.output, overwrite=args.overwrite, opset=args.opset)
-    except (ValueError, OSError) as error:
-        raise SystemExit(f"co-settle export onnx: {error}") from None
-    print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): pixel_values (B, 3, H, W) -> features (B, H/{model.patch_size}, W/{model.patch_size}, {model.config.hidden_size})")
-    for (height, width), difference in check_onnx(model, path, args.check_sizes).items():
-        print(f"  {height}x{width}: max |onnxruntime - PyTorch| = {difference:.2e}")

@@ -22,6 +22,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..configuration_co_settle import CoSettleConfig
+from ..errors import SettingsError
 
 logger = logging.getLogger(__name__)
 ARXIV_ID = "2603.26597"
@@ -106,9 +107,9 @@ def update_card(
 def check_card_target(adapter_dir: str | os.PathLike, task: str) -> None:
     """`--update-card` fails before any evaluation work when it could not record the results."""
     if task not in TASKS:
-        raise SystemExit(f"--update-card records {', '.join(TASKS)} results; {task} has no model-index entry")
+        raise SettingsError(f"--update-card records {', '.join(TASKS)} results; {task} has no model-index entry")
     if not Path(adapter_dir, "config.json").is_file():
-        raise SystemExit(f"--update-card {adapter_dir}: not a saved adapter folder (no config.json)")
+        raise SettingsError(f"--update-card {adapter_dir}: not a saved adapter folder (no config.json)")
 
 
 def add_results_to_card(adapter_dir: str | os.PathLike, eval_results: list[EvalResult]) -> Path:

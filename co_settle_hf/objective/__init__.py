@@ -1,4 +1,4 @@
-"""Co-Settle training objective on plain tensors: cycle consistency, separability and PEA."""
+"""Co-Settle training objective on plain tensors: cycle consistency, separability and PEA, and its settings."""
 
 from .cycle import (
     cycle_consistency_loss,
@@ -10,8 +10,11 @@ from .cycle import (
 from .loss import ObjectiveOutput, co_settle_objective
 from .pea import crop_windows, interpolate_and_crop, sample_pea_offsets, upsampled_size
 from .separability import separability_loss
+from .settings import OBJECTIVE, ObjectiveSettings
 
 __all__ = [
+    "OBJECTIVE",
+    "ObjectiveSettings",
     "ObjectiveOutput",
     "co_settle_objective",
     "crop_windows",

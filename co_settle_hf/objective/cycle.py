@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .settings import OBJECTIVE
+
 #: Added inside the log so that a zero return probability gives a finite loss (as released).
 LOG_EPS = 1e-6
 
@@ -85,8 +87,8 @@ def cycle_matrix(
     p2: Tensor,
     p1_back: Tensor,
     grid: tuple[int, int],
-    temperature: float = 0.03,
-    pool: int = 2,
+    temperature: float = OBJECTIVE.cycle_temperature,
+    pool: int = OBJECTIVE.pool_size,
 ) -> Tensor:
     """Round-trip transition matrix A12 @ A21, shape (B, n, n), in at least float32.
 
@@ -137,8 +139,8 @@ def cycle_consistency_loss(
     p2: Tensor,
     p1_back: Tensor,
     grid: tuple[int, int],
-    temperature: float = 0.03,
-    pool: int = 2,
+    temperature: float = OBJECTIVE.cycle_temperature,
+    pool: int = OBJECTIVE.pool_size,
 ) -> tuple[Tensor, Tensor]:
     """Cycle-consistency loss and cycle accuracy (scalars, at least float32).
 

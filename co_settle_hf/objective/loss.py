@@ -15,6 +15,7 @@ from .cycle import (
     full_precision,
 )
 from .separability import DIRECTIONS, KINDS, unit_separability
+from .settings import OBJECTIVE
 
 
 @dataclass
@@ -32,11 +33,11 @@ def co_settle_objective(
     z: Tensor,
     p: Tensor,
     grid: tuple[int, int],
-    temperature: float = 0.03,
-    pool: int = 2,
-    separability_weight: float = 3.0,
-    separability: str = "kl",
-    direction: str = "code",
+    temperature: float = OBJECTIVE.cycle_temperature,
+    pool: int = OBJECTIVE.pool_size,
+    separability_weight: float = OBJECTIVE.separability_weight,
+    separability: str = OBJECTIVE.separability,
+    direction: str = OBJECTIVE.kl_direction,
 ) -> ObjectiveOutput:
     """Co-Settle loss from frozen tokens ``z`` and projections ``p = g(z)``, both (B, 3, N, D).
 

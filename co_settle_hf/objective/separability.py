@@ -10,16 +10,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cycle import compute_dtype, full_precision
+from .settings import KL_DIRECTIONS, OBJECTIVE, SEPARABILITY_KINDS
 
-KINDS = ("kl", "mse")
-DIRECTIONS = ("code", "paper")
+KINDS, DIRECTIONS = SEPARABILITY_KINDS, KL_DIRECTIONS
 
 
 def separability_loss(
     projected: Tensor,
     frozen: Tensor,
-    kind: str = "kl",
-    direction: str = "code",
+    kind: str = OBJECTIVE.separability,
+    direction: str = OBJECTIVE.kl_direction,
 ) -> Tensor:
     """Distance between projected and frozen tokens, a scalar in at least float32.
 

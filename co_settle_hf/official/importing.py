@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import torch
 
 from ..backbones.encoder import BackboneEncoder
 from ..backbones.families import IMAGENET_MEAN, IMAGENET_STD
-from ..hub.convert_official import PREFIX, OfficialCheckpointError, extract_projection
 from ..modeling_co_settle import CoSettleModel
+from .converting import PREFIX, OfficialCheckpointError, convert_official_checkpoint, extract_projection
 from .layouts import ConversionError, build_model, convert_state, infer_architecture, load_converted
 from .published import AUTHORS_REPO, CODE_REPO, LOOKS_LIKE, PUBLISHED, PublishedModel, looks_like
 from .reading import MAX_CHECKPOINT_BYTES, read_checkpoint
@@ -138,18 +139,41 @@ def official_card(published: PublishedModel, source: str, commit: str | None) ->
     return {"training": training, "eval_results": results}
 
 
-def cli_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="co-settle import-official", description="Import one of the paper's eight published models as an adapter.")
-    parser.add_argument("name", choices=sorted(PUBLISHED), help="the backbone family of the published model")
-    parser.add_argument("--output-dir", required=True, help="adapter folder to write (the backbone goes in its backbone/ subfolder)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="co-settle import-official", description=(
+        "Import one of the paper's eight published models as an adapter, or (--checkpoint) the projection of an "
+        "authors' training checkpoint onto a backbone you name."))
+    parser.add_argument("name", nargs="?", choices=sorted(PUBLISHED), help="the backbone family of the published model")
+    parser.add_argument("--output-dir", "--output", required=True, help="adapter folder to write (a bundled backbone goes in backbone/)")
     parser.add_argument("--source", default=AUTHORS_REPO, help=f"Hub repository id or a local folder laid out like it (default {AUTHORS_REPO})")
     parser.add_argument("--revision", default=None, help="branch, tag or commit of the source repository")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload the adapter to this Hub repository")
     parser.add_argument("--max-checkpoint-bytes", type=int, default=MAX_CHECKPOINT_BYTES, help="refuse larger checkpoint files")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output-dir")
+    mode = parser.add_argument_group("a checkpoint of your own (instead of NAME)")
+    mode.add_argument("--checkpoint", default=None, metavar="FILE.pth", help="an authors' training .pth (read with weights_only=True)")
+    mode.add_argument("--backbone", default=None, help="Hub id or path of the backbone that checkpoint was trained on")
+    mode.add_argument("--backbone-revision", default=None, help="branch, tag or commit of --backbone")
+    return parser
+
+
+def cli_main(argv: list[str]) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+    if (args.name is None) == (args.checkpoint is None):
+        parser.error("give NAME (a published model) or --checkpoint FILE.pth with --backbone, not both")
+    if args.checkpoint:
+        if not args.backbone:
+            parser.error("--checkpoint needs --backbone: the backbone the checkpoint's projection was trained on")
+        out = convert_official_checkpoint(args.checkpoint, args.backbone, args.output_dir, revision=args.backbone_revision)
+    else:
         out = import_official(args.name, args.output_dir, args.source, args.revision, args.push_to_hub, args.max_checkpoint_bytes, args.overwrite)
-    except (ValueError, OSError) as error:
-        raise SystemExit(f"co-settle import-official: {error}") from None
     print(f"Wrote {out} (load it with CoSettleModel.from_pretrained({str(out)!r}))")
+
+
+def deprecated_convert_main(argv: list[str]) -> None:
+    """`co-settle convert-official FILE.pth --backbone ID --output DIR`: forwards to `import-official --checkpoint`."""
+    print("co-settle convert-official is deprecated and will go: use `co-settle import-official --checkpoint FILE.pth "
+          "--backbone ID --output-dir DIR`", file=sys.stderr)
+    checkpoint = [argv[0]] if argv and not argv[0].startswith("-") else []
+    cli_main(["--checkpoint", *checkpoint, *argv[len(checkpoint):]] if checkpoint else argv)

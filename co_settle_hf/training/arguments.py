@@ -3,7 +3,7 @@
 Every flag is accepted in both spellings (`--per_device_train_batch_size` and
 `--per-device-train-batch-size`), and a single JSON or YAML file may stand for the command line
 (`co-settle train config.yaml`, optionally followed by flags that override it). The method's
-hyper-parameters take their defaults and help from `CoSettleConfig`, where they are declared once.
+settings take their defaults, help and choices from `ObjectiveSettings`, where they are declared once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,8 +20,9 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..backbones.encoder import BACKBONE_PRECISIONS
-from ..configuration_co_settle import KL_DIRECTIONS, PEA_MODES, PROJECTIONS, SEPARABILITY_KINDS, CoSettleConfig
+from ..configuration_co_settle import PROJECTIONS, CoSettleConfig
 from ..data.transforms import CROP_RULES, RESIZE_PATHS, PairTransform
+from ..objective.settings import OBJECTIVE_FIELDS
 from ..projection_init import PROJECTION_INIT_CHOICES
 
 _CONFIG = CoSettleConfig()
@@ -30,28 +30,15 @@ SCHEDULERS = ("cosine", "linear", "cosine_with_restarts", "polynomial", "constan
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
 
-def _config_help() -> dict[str, str]:
-    """`name: text` entries of CoSettleConfig's Args section, continuation lines joined."""
-    entries: dict[str, str] = {}
-    name = None
-    for line in (CoSettleConfig.__doc__ or "").split("Args:", 1)[-1].splitlines():
-        match = re.match(r"^\s{8}([\w /]+?): (.*)$", line)
-        if match:
-            name, text = match.groups()
-            for key in name.split(" / "):
-                entries[key] = text
-        elif name and line.strip():
-            for key in name.split(" / "):
-                entries[key] += " " + line.strip()
-    return entries
-
-
-_HELP = _config_help()
-
-
 def method(name: str, **metadata: Any) -> Any:
-    """A field whose default and help are CoSettleConfig's `name`."""
-    return field(default=getattr(_CONFIG, name), metadata={"help": _HELP[name], **metadata})
+    """A field of the method's settings: default, help and choices from `ObjectiveSettings`, where they are declared."""
+    declared = OBJECTIVE_FIELDS[name]
+    return field(default=declared.default, metadata={**declared.metadata, **metadata})
+
+
+def adapter(name: str, help: str, **metadata: Any) -> Any:
+    """A field whose default is CoSettleConfig's `name` (the adapter records it under that name)."""
+    return arg(getattr(_CONFIG, name), help, **metadata)
 
 
 def arg(default: Any, help: str, **metadata: Any) -> Any:
@@ -74,16 +61,19 @@ class ModelArguments:
     backbone_precision: str = arg("fp32", "Run the frozen backbone in this precision (bf16: autocast, for CPUs with AVX512-BF16 "
                                   "or AMX and for GPUs); the projection and the loss stay float32.",
                                   choices=tuple(BACKBONE_PRECISIONS))
-    projection: str = method("projection", choices=PROJECTIONS)
-    projection_init: str = method("projection_init", choices=PROJECTION_INIT_CHOICES)
+    projection: str = adapter("projection", "The projection g: linear (Linear-Tanh-LayerNorm, as published), mlp2 or mlp3.",
+                              choices=PROJECTIONS)
+    projection_init: str = adapter("projection_init", "How the projection's linears start: released (as the authors' model "
+                                   "file of the backbone's family), trunc_normal, xavier, default (PyTorch's) or identity.",
+                                   choices=PROJECTION_INIT_CHOICES)
     cycle_temperature: float = method("cycle_temperature")
     pool_size: int = method("pool_size")
     pea_alpha: float = method("pea_alpha")
     no_pea: bool = arg(False, "Turn PEA off (required for relative-bias backbones).")
-    pea_mode: str = method("pea_mode", choices=PEA_MODES)
+    pea_mode: str = method("pea_mode")
     pea_per_sample: bool = method("pea_per_sample")
-    separability: str = method("separability", choices=SEPARABILITY_KINDS)
-    kl_direction: str = method("kl_direction", choices=KL_DIRECTIONS)
+    separability: str = method("separability")
+    kl_direction: str = method("kl_direction")
     separability_weight: float = method("separability_weight")
 
 
@@ -101,7 +91,7 @@ class DataArguments:
     streaming: bool = arg(False, "Stream the dataset (needs --max_train_steps; one process).")
     validation_dir: str | None = arg(None, "Held-out clips (a folder, as --train_dir) for validation every --eval_steps.")
     validation_split: str | None = arg(None, "A held-out split of --dataset_name for validation every --eval_steps.")
-    image_size: int = method("image_size")
+    image_size: int = adapter("image_size", "Training resolution (square); the adapter's image processor resizes to it.")
     frame_gap: float = method("frame_gap")
     resize: str = augmentation("resize", "How frames are resized before the crop: antialiased (both resizes bicubic in uint8), "
                                "released (bilinear to the square, crop on floats unclamped, as the released code) or "
@@ -229,6 +219,18 @@ class CoSettleTrainingArguments(RunArguments, DataArguments, ModelArguments):
 GROUPS = (ModelArguments, DataArguments, RunArguments)
 # The settings that go into the adapter's CoSettleConfig, under the same names.
 METHOD_FIELDS = tuple(f.name for group in GROUPS for f in fields(group) if f.name in inspect.signature(CoSettleConfig).parameters)
+
+
+def command_line(args: CoSettleTrainingArguments) -> list[str]:
+    """The `co-settle train` flags that give `args`: each field that differs from its default (`parse_args` inverts it)."""
+    flags = []
+    for declared in fields(args):
+        value = getattr(args, declared.name)
+        if value == declared.default or value is None or value is False:
+            continue
+        flag = f"--{declared.name.replace('_', '-')}"
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
 
 
 def build_parser() -> HfArgumentParser:

@@ -10,14 +10,13 @@ Here a checkpoint is three files, none of them a pickle:
                             the scheduler's and the grad scaler's state, the bad-data counts
 
 The trainer's randomness is keyed on (seed, epoch, sample) and (seed, step), so no RNG state is
-needed to replay a run exactly. A checkpoint is written to `step_N.partial` and renamed when
+needed to replay a run exactly. A checkpoint is staged beside `step_N` (`co_settle_hf.staging`) and renamed when
 complete, so an interrupted save never looks like a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -27,24 +26,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import CheckpointError
+from ..staging import staged_file, staged_folder
 from .settings import REPLAYED, describe, differences
 
 MODEL_FILE, OPTIMIZER_FILE, RUN_STATE = "model.safetensors", "optimizer.safetensors", "co_settle_run.json"
 CHECKPOINT = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointError(SystemExit):
-    """A checkpoint folder that cannot be resumed from; the message names the file."""
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and an atomic rename: never a half-written file."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    """Write JSON staged beside `path` and renamed into place: never a half-written file."""
+    with staged_file(path) as partial:
+        partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 def read_json(path: Path) -> Any:
@@ -91,21 +84,21 @@ def save_checkpoint(accelerator: Any, model: Any, optimizer: Any, scheduler: Any
                     record: dict[str, Any]) -> Path:
     """checkpoints/step_N, written by the main process (every process holds the same state)."""
     final = output_dir / "checkpoints" / f"step_{step}"
-    partial = final.with_name(final.name + ".partial")
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        save_file(accelerator.unwrap_model(model).state_dict(), partial / MODEL_FILE)
-        tensors, meta = optimizer_to_files(optimizer.state_dict())
-        save_file(tensors, partial / OPTIMIZER_FILE)
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        write_json(partial / RUN_STATE, {**record, "step": step, "optimizer": meta,
-                                         "scheduler": scheduler_state(scheduler), "grad_scaler": scaler})
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
+        with staged_folder(final) as partial:
+            _write_checkpoint(partial, accelerator, model, optimizer, scheduler, step, record)
     accelerator.wait_for_everyone()
     return final
+
+
+def _write_checkpoint(partial: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, step: int,
+                      record: dict[str, Any]) -> None:
+    save_file(accelerator.unwrap_model(model).state_dict(), partial / MODEL_FILE)
+    tensors, meta = optimizer_to_files(optimizer.state_dict())
+    save_file(tensors, partial / OPTIMIZER_FILE)
+    scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+    write_json(partial / RUN_STATE, {**record, "step": step, "optimizer": meta,
+                                     "scheduler": scheduler_state(scheduler), "grad_scaler": scaler})
 
 
 def load_checkpoint(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, checkpoint: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ..data import (
     sample_generator,
     split_long_videos,
 )
+from ..errors import DataSourceError
 from .arguments import CoSettleTrainingArguments
 
 
@@ -61,12 +62,12 @@ def source_clips(args: CoSettleTrainingArguments, train_dataset: Any = None) -> 
         label = f"train_dataset ({fingerprint})" if fingerprint else "train_dataset"
         return clips_from_dataset(train_dataset, args.video_column, "train_dataset"), label
     if not args.sources:
-        raise SystemExit("give one data source: --train_dir, --train_list or --dataset_name (or train(args, train_dataset=...))")
+        raise DataSourceError("give one data source: --train_dir, --train_list or --dataset_name (or train(args, train_dataset=...))")
     if args.dataset_name:
         try:
             clips = dataset_clips(args.dataset_name, args.dataset_config_name, args.train_split, args.video_column, args.streaming)
         except (OSError, ValueError) as error:
-            raise SystemExit(f"--dataset_name {args.dataset_name}: {error}") from None
+            raise DataSourceError(f"--dataset_name {args.dataset_name}: {error}") from None
         return clips, args.dataset_name
     source, flag = (args.train_dir, "--train_dir") if args.train_dir else (args.train_list, "--train_list")
     return folder_clips(source, flag), str(Path(source).resolve())
@@ -76,13 +77,13 @@ def folder_clips(source: str, flag: str) -> list:
     try:
         return discover_clips(source)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"{flag}: {error}") from None
+        raise DataSourceError(f"{flag}: {error}") from None
 
 
 def as_epoch(clips: Any, args: CoSettleTrainingArguments, label: str) -> Sequence:
     """Long videos cut into clips, then repeated: what one epoch goes through (map-style sources)."""
     if len(clips) == 0:
-        raise SystemExit(f"{label}: holds no videos")
+        raise DataSourceError(f"{label}: holds no videos")
     if args.clip_length > 0 or args.split_at_cuts:
         clips = split_long_videos(clips, args.clip_length, args.split_at_cuts)
     return RepeatedClips(clips, args.clip_repeats) if args.clip_repeats > 1 else clips
@@ -105,12 +106,12 @@ def validation_pairs(args: CoSettleTrainingArguments, mean: Sequence[float], std
         try:
             clips = dataset_clips(args.dataset_name, args.dataset_config_name, args.validation_split, args.video_column)
         except (OSError, ValueError) as error:
-            raise SystemExit(f"--validation_split {args.validation_split}: {error}") from None
+            raise DataSourceError(f"--validation_split {args.validation_split}: {error}") from None
         label = f"--validation_split {args.validation_split}"
     else:
         return None
     plain = PairTransform(size=args.image_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, mean=mean, std=std, resize=args.resize)
     windows = split_long_videos(clips, args.clip_length, args.split_at_cuts) if args.clip_length > 0 else clips
     if len(windows) == 0:
-        raise SystemExit(f"{label}: holds no videos")
+        raise DataSourceError(f"{label}: holds no videos")
     return FramePairDataset(windows, plain, delta=args.frame_gap, seed=args.seed)

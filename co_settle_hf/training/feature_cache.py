@@ -22,7 +22,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data import sample_generator
+from ..errors import CheckpointError
 from ..objective.loss import ObjectiveOutput
+from ..staging import staged_file
 from .forward import draw_pea, views_objective
 from .settings import describe, differences
 
@@ -87,9 +89,8 @@ class FeatureCache:
     def save(self, path: str | Path, settings: dict[str, Any] | None = None) -> None:
         """Write the views (and the ``settings`` they were made with, as metadata) atomically."""
         path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        save_file({"views": self.views.contiguous().cpu()}, str(partial), metadata={"settings": json.dumps(settings or {})})
-        partial.replace(path)
+        with staged_file(path) as partial:
+            save_file({"views": self.views.contiguous().cpu()}, str(partial), metadata={"settings": json.dumps(settings or {})})
 
     @classmethod
     def load(cls, path: str | Path, settings: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> "FeatureCache":
@@ -99,5 +100,5 @@ class FeatureCache:
                 saved = json.loads((handle.metadata() or {}).get("settings", "{}"))
             changed = differences(saved, settings, tuple(settings))
             if changed:
-                raise SystemExit(f"--feature_cache_file {path} was made with other settings: {describe(changed)}")
+                raise CheckpointError(f"--feature_cache_file {path} was made with other settings: {describe(changed)}")
         return cls(load_file(str(path), device=str(device))["views"])

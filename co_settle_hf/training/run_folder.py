@@ -9,10 +9,12 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from ..errors import RunFolderError
+from ..staging import remove_leftovers
 
 LOCK_FILE = ".co_settle.lock"
-FINAL_PARTIAL = ".adapter.partial"
 # What a run leaves in its folder; a fresh run refuses to mix with them unless told to overwrite.
 RUN_OUTPUTS = ("checkpoints", "train_log.jsonl", "training_summary.json", "config.json", "model.safetensors")
 # ... and what an overwriting run removes with them: the rest of an adapter folder, the best adapter.
@@ -53,7 +55,7 @@ class RunLock:
                     return
                 except FileExistsError:
                     self._take_over_if_stale()
-            raise SystemExit(f"{self.path}: another run took the lock first")
+            raise RunFolderError(f"{self.path}: another run took the lock first")
         finally:
             draft.unlink(missing_ok=True)
 
@@ -66,7 +68,7 @@ class RunLock:
         if here and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
             self.path.unlink(missing_ok=True)  # its owner died (e.g. killed): the folder is free
             return
-        raise SystemExit(
+        raise RunFolderError(
             f"--output_dir {self.path.parent} is in use by another run (pid {holder.get('pid')} on "
             f"{holder.get('host')}, since {holder.get('started')}; lock {self.path}). One run per output folder: "
             "wait for it, or choose another folder."
@@ -86,7 +88,7 @@ def prepare_fresh_folder(output_dir: Path, overwrite: bool) -> None:
     if not found:
         return
     if not overwrite:
-        raise SystemExit(
+        raise RunFolderError(
             f"--output_dir {output_dir} already holds another run's outputs ({', '.join(found)}): pass "
             "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose another folder"
         )
@@ -97,35 +99,10 @@ def prepare_fresh_folder(output_dir: Path, overwrite: bool) -> None:
             path.unlink()
 
 
-def save_adapter_atomically(output_dir: Path, write: Callable[[Path], Any]) -> None:
-    """Write the final adapter to a temporary folder, then move its entries in with config.json last.
-
-    The old config.json goes first, so at every instant the folder either holds a complete,
-    loadable adapter (config.json present) or none; each file (or bundled `backbone/` folder) is
-    renamed whole, never half-written.
-    """
-    partial = output_dir / FINAL_PARTIAL
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    write(partial)
-    for path in partial.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    (output_dir / ADAPTER_COMMIT_FILE).unlink(missing_ok=True)
-    names = sorted(p.name for p in partial.iterdir())
-    for name in [n for n in names if n != ADAPTER_COMMIT_FILE] + [ADAPTER_COMMIT_FILE]:
-        if (partial / name).is_dir() and (output_dir / name).is_dir():
-            shutil.rmtree(output_dir / name)  # a folder cannot be renamed over a full one
-        os.replace(partial / name, output_dir / name)
-    partial.rmdir()
-
-
 def clean_leftovers(output_dir: Path) -> None:
-    """Remove what a killed run leaves half-done: an unfinished final save or checkpoint."""
-    shutil.rmtree(output_dir / FINAL_PARTIAL, ignore_errors=True)
-    for partial in (output_dir / "checkpoints").glob("*.partial"):
-        shutil.rmtree(partial, ignore_errors=True)
+    """Remove what a killed run leaves half-done: the staging entries of a final save or a checkpoint."""
+    remove_leftovers(output_dir)
+    remove_leftovers(output_dir / "checkpoints")
 
 
 class TrainLog:

@@ -30,14 +30,16 @@ from transformers import get_scheduler
 
 from ..backbones.encoder import BACKBONE_PRECISIONS, BackboneEncoder
 from ..data import IMAGENET_MEAN, IMAGENET_STD, FramePairDataset, PairTransform, check_bad_fraction, collate_pairs
-from ..modeling_co_settle import CoSettleModel
+from ..errors import CoSettleError, DataSourceError, SettingsError
+from ..modeling_co_settle import CONFIG_NAME, CoSettleModel
+from ..staging import staged_entries
 from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, parse_args
 from .checkpointing import choose_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from .data import EpochShuffleSampler, training_pairs, validation_pairs
 from .feature_cache import FeatureCache, cached_objective
 from .forward import training_forward
 from .metrics import StepMetrics
-from .run_folder import RunLock, TrainLog, clean_leftovers, prepare_fresh_folder, save_adapter_atomically
+from .run_folder import RunLock, TrainLog, clean_leftovers, prepare_fresh_folder
 from .settings import APPLIED, VIEWS, describe, differences, public
 
 logger = logging.getLogger(__name__)
@@ -109,10 +111,10 @@ def load_backbone(args: CoSettleTrainingArguments) -> BackboneEncoder:
     try:
         backbone = BackboneEncoder.from_pretrained(args.model_name_or_path, revision=args.model_revision)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: {error}") from None
+        raise SettingsError(f"--model_name_or_path {args.model_name_or_path}: {error}") from None
     if not backbone.supports_pea and not args.no_pea:
-        raise SystemExit(f"--model_name_or_path {args.model_name_or_path}: {backbone.family.name} has only a relative "
-                         "position bias, so PEA has nothing to augment: pass --no_pea")
+        raise SettingsError(f"--model_name_or_path {args.model_name_or_path}: {backbone.family.name} has only a relative "
+                            "position bias, so PEA has nothing to augment: pass --no_pea")
     backbone.autocast_dtype = BACKBONE_PRECISIONS[args.backbone_precision]
     return backbone
 
@@ -124,7 +126,7 @@ def make_accelerator(args: CoSettleTrainingArguments) -> Accelerator:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if accelerator.is_main_process else logging.ERROR)
     if args.with_tracking and not accelerator.log_with:  # Accelerate drops a tracker whose package is missing
-        raise SystemExit(f"--report_to {args.report_to}: no such tracker is installed (e.g. pip install tensorboard)")
+        raise SettingsError(f"--report_to {args.report_to}: no such tracker is installed (e.g. pip install tensorboard)")
     return accelerator
 
 
@@ -135,13 +137,13 @@ def plan_schedule(args: CoSettleTrainingArguments, pairs: Any, accelerator: Acce
     learning_rate = args.learning_rate or args.base_learning_rate * global_batch / 256
     if not hasattr(pairs, "__len__"):  # a stream: only --max_train_steps says how long
         if accelerator.num_processes > 1:
-            raise SystemExit("streaming runs on one process for now: use a map-style dataset (or a local copy) with several")
+            raise SettingsError("streaming runs on one process for now: use a map-style dataset (or a local copy) with several")
         if not args.max_train_steps:
-            raise SystemExit("a streamed dataset has no length: pass --max_train_steps")
+            raise SettingsError("a streamed dataset has no length: pass --max_train_steps")
         return Schedule(args.max_train_steps, args.max_train_steps, _warmup(args, args.max_train_steps, args.max_train_steps), learning_rate, global_batch)
     clips = min(len(pairs), args.max_train_samples or len(pairs))
     if clips // per_step == 0:
-        raise SystemExit(
+        raise SettingsError(
             f"{clips} clips cannot fill one batch of {args.per_device_train_batch_size} on each of {accelerator.num_processes} "
             f"process(es). Cut long videos into more clips with a smaller --clip_seconds (now {args.clip_length:g}; "
             "--split_at_cuts also cuts at shot changes), draw several pairs per clip with --clip_repeats, "
@@ -201,19 +203,19 @@ def build_run(args: CoSettleTrainingArguments, train_dataset: Any = None) -> Run
 
 # ---------------------------------------------------------------------------------------- start or resume
 def on_main(accelerator: Accelerator, action: Any) -> None:
-    """Run `action` on the main process; a refusal there stops every process with its message."""
+    """Run `action` on the main process; a refusal there stops every process with the same error."""
     error = None
     if accelerator.is_main_process:
         try:
             action()
-        except SystemExit as refusal:
-            error = str(refusal)
+        except CoSettleError as refusal:
+            error = refusal
     if accelerator.num_processes > 1:
         box = [error]
         broadcast_object_list(box)
         error = box[0]
     if error:
-        raise SystemExit(error)
+        raise error
 
 
 def start(run: Run) -> tuple[RunState, TrainLog]:
@@ -331,7 +333,7 @@ def evaluate(run: Run) -> dict[str, float]:
                                  dtype=torch.float64, device=accelerator.device)
     loss, accuracy, pairs = accelerator.reduce(sums, "sum").tolist()
     if pairs == 0:
-        raise SystemExit(f"no validation clip could be read ({len(validation)} tried): check --validation_dir / --validation_split")
+        raise DataSourceError(f"no validation clip could be read ({len(validation)} tried): check --validation_dir / --validation_split")
     return {"loss": loss / pairs, "cycle_accuracy": accuracy / pairs, "pairs": int(pairs)}
 
 
@@ -345,8 +347,8 @@ def validate(run: Run, state: RunState, log: TrainLog) -> None:
         state.best = {"step": state.step, "eval_cycle_accuracy": metrics["cycle_accuracy"]}
         if run.accelerator.is_main_process:
             adapter = run.accelerator.unwrap_model(run.model)
-            save_adapter_atomically(run.output_dir / "best", lambda folder: adapter.save_pretrained(
-                folder, model_card={"training": {**summary(run, state), "selected_by": "validation cycle accuracy"}}))
+            adapter.save_pretrained(run.output_dir / "best", model_card={"training": {**summary(run, state),
+                                                                                   "selected_by": "validation cycle accuracy"}})
         run.accelerator.wait_for_everyone()
 
 
@@ -386,11 +388,9 @@ def finish(run: Run, state: RunState, log: TrainLog) -> TrainOutput:
     accelerator.wait_for_everyone()
     adapter = accelerator.unwrap_model(run.model)
     if accelerator.is_main_process:
-        def write(folder: Path) -> None:
+        with staged_entries(run.output_dir, CONFIG_NAME) as folder:  # the adapter and its summary, whole or not at all
             adapter.save_pretrained(folder, model_card={"training": metrics}, save_backbone=args.hub_push_backbone or None)
             (folder / "training_summary.json").write_text(json.dumps(metrics, indent=2))
-
-        save_adapter_atomically(run.output_dir, write)
         if args.push_to_hub:
             commit = adapter.push_to_hub(args.hub_model_id, private=args.hub_private or None, token=args.hub_token,
                                          commit_message=f"Co-Settle adapter after {state.step} steps", model_card={"training": metrics},

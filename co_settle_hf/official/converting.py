@@ -1,4 +1,7 @@
-"""Import a projection from the authors' released training checkpoints (yafeng19/Co-Settle).
+"""The projection of an authors' training checkpoint (yafeng19/Co-Settle), put on a backbone you name.
+
+`co-settle import-official --checkpoint FILE.pth --backbone ID --output-dir DIR` (the older
+`co-settle convert-official`, deprecated, forwards to it).
 
 Their `.pth` files hold the whole training state; the projection sits under
 `adapter.adapter.` as `adapter_linear` (linear variant) or `adapter_linear1..3` (MLP variants)
@@ -15,15 +18,16 @@ from typing import Any
 import torch
 
 from ..backbones.encoder import BackboneEncoder
+from ..errors import CheckpointError
 from ..modeling_co_settle import CoSettleModel
-from ..official.reading import CheckpointReadError, read_checkpoint
+from .reading import CheckpointReadError, read_checkpoint
 
 PREFIX = "adapter.adapter."
 _LINEAR = re.compile(r"^adapter_linear(\d*)\.(weight|bias)$")
 _NORM = re.compile(r"^adapter_layer_norm1\.(weight|bias)$")
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(CheckpointError):
     """The file is not a Co-Settle checkpoint this converter understands."""
 
 
@@ -79,19 +83,3 @@ def convert_official_checkpoint(checkpoint_path: str | Path, backbone: str | Bac
     output = Path(output_dir)
     model.save_pretrained(output, model_card={"training": {"source": f"converted from the authors' checkpoint {path.name}"}})
     return output
-
-
-def cli_main(argv: list[str]) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="co-settle convert-official", description="Convert an authors' Co-Settle checkpoint into an adapter folder.")
-    parser.add_argument("checkpoint", help="the released .pth file (read with weights_only=True)")
-    parser.add_argument("--backbone", required=True, help="Hub id or path of the backbone the checkpoint was trained on")
-    parser.add_argument("--backbone-revision", default=None)
-    parser.add_argument("--output", required=True, help="adapter folder to write")
-    args = parser.parse_args(argv)
-    try:
-        out = convert_official_checkpoint(args.checkpoint, args.backbone, args.output, revision=args.backbone_revision)
-    except (OfficialCheckpointError, FileNotFoundError) as error:
-        raise SystemExit(f"co-settle convert-official: {error}") from None
-    print(f"Wrote {out} (load it with CoSettleModel.from_pretrained({str(out)!r}))")

@@ -1,0 +1,45 @@
+"""The method's settings, declared once: defaults, help and choices.
+
+`CoSettleConfig` takes its defaults from `OBJECTIVE`, the trainer's flags take default, help and
+choices from the fields' metadata (`HfArgumentParser` reads `metadata["help"]`), and the objective,
+the trade-off analysis and pair sampling default to the same values. The defaults are the published
+recipe (SPEC.md section 2). `CoSettleConfig.objective` gives an adapter's own values as one object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SEPARABILITY_KINDS = ("kl", "mse")
+KL_DIRECTIONS = ("code", "paper")
+PEA_MODES = ("random", "center", "edge")
+
+
+def _setting(default: Any, help: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """What the Co-Settle objective is trained with (L = L_cyc + lambda * L_reg, with PEA)."""
+
+    cycle_temperature: float = _setting(
+        0.03, "tau of the cycle affinities (named so to stay clear of generation settings, which transformers "
+        "forbids in a model config).")
+    pool_size: int = _setting(2, "Average-pooling kernel and stride on the patch grid for the cycle.")
+    pea_alpha: float | None = _setting(10.0, "PEA upsampling factor; None (--no_pea) turns PEA off, as relative-bias backbones need.")
+    pea_mode: str = _setting("random", "Where the PEA window is cropped: random, center or edge.", choices=PEA_MODES)
+    pea_per_sample: bool = _setting(False, "One PEA crop per image instead of the released code's one per batch.")
+    separability: str = _setting("kl", "The separability constraint: kl or mse.", choices=SEPARABILITY_KINDS)
+    kl_direction: str = _setting(
+        "code", "code = KL(softmax Z || softmax P) as released; paper = KL(P || Z).", choices=KL_DIRECTIONS)
+    separability_weight: float = _setting(3.0, "lambda in L = L_cyc + lambda * L_reg.")
+    frame_gap: float = _setting(
+        0.15, "delta, the gap between the two frames of a pair as a fraction of the clip (recorded for retraining "
+        "and shown in the model card).")
+
+
+#: The published recipe: every default in the package that means one of these settings reads it here.
+OBJECTIVE = ObjectiveSettings()
+OBJECTIVE_FIELDS = {f.name: f for f in fields(ObjectiveSettings)}

@@ -1,0 +1,89 @@
+"""Each method and evaluation setting is declared once: every default elsewhere reads it, none re-types it."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from co_settle_hf import CoSettleConfig
+from co_settle_hf.evaluation.jhmdb import PCK_THRESHOLDS
+from co_settle_hf.evaluation.tradeoff import TRADEOFF
+from co_settle_hf.objective.settings import OBJECTIVE, OBJECTIVE_FIELDS
+from co_settle_hf.training.arguments import CoSettleTrainingArguments
+
+# Parameter name in the code -> the declared value it must default to.
+DECLARED = {
+    "temperature": OBJECTIVE.cycle_temperature, "cycle_temperature": OBJECTIVE.cycle_temperature,
+    "pool": OBJECTIVE.pool_size, "pool_size": OBJECTIVE.pool_size, "delta": OBJECTIVE.frame_gap,
+    "frame_gap": OBJECTIVE.frame_gap, "separability_weight": OBJECTIVE.separability_weight,
+    "separability": OBJECTIVE.separability, "kind": OBJECTIVE.separability, "direction": OBJECTIVE.kl_direction,
+    "kl_direction": OBJECTIVE.kl_direction, "pea_alpha": OBJECTIVE.pea_alpha, "pea_mode": OBJECTIVE.pea_mode,
+    "gamma": TRADEOFF.gamma, "num_patches": TRADEOFF.num_patches, "thresholds": PCK_THRESHOLDS, "threshold": PCK_THRESHOLDS[0],
+}
+DECLARATIONS = {"TradeoffSettings"}  # where the trade-off analysis declares its own knobs (ObjectiveSettings: the method's)
+MODULES = [
+    "co_settle_hf.configuration_co_settle", "co_settle_hf.objective.cycle", "co_settle_hf.objective.loss",
+    "co_settle_hf.objective.separability", "co_settle_hf.data.sampling", "co_settle_hf.data.pairs",
+    "co_settle_hf.evaluation.tradeoff", "co_settle_hf.evaluation.plots", "co_settle_hf.evaluation.jhmdb",
+    "co_settle_hf.evaluation.compare",
+]
+
+
+def declared_defaults(module_name: str):
+    """(where, name, default expression) for every parameter and dataclass field named in DECLARED."""
+    tree = ast.parse(Path(importlib.import_module(module_name).__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args.args + node.args.kwonlyargs
+            defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults + node.args.kw_defaults
+            for argument, default in zip(arguments, defaults):
+                if default is not None and argument.arg in DECLARED:
+                    yield f"{module_name}.{node.name}", argument.arg, default
+        elif isinstance(node, ast.ClassDef) and node.name not in DECLARATIONS:
+            for statement in node.body:
+                if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name) and statement.value is not None \
+                        and statement.target.id in DECLARED:
+                    yield f"{module_name}.{node.name}", statement.target.id, statement.value
+
+
+def is_literal(expression: ast.expr) -> bool:
+    return isinstance(expression, ast.Constant) or (
+        isinstance(expression, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Constant) for e in expression.elts))
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_defaults_are_read_from_the_declaration_not_retyped(module_name):
+    found = list(declared_defaults(module_name))
+    assert found, f"{module_name} has none of the declared settings: the list above is out of date"
+    retyped = [f"{where}({name}={ast.unparse(default)})" for where, name, default in found if is_literal(default)]
+    assert not retyped, f"literal defaults of declared settings: {retyped}"
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_every_default_equals_the_declared_value(module_name):
+    module = importlib.import_module(module_name)
+    checked = 0
+    for _, function in inspect.getmembers(module, inspect.isfunction):
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in DECLARED and parameter.default is not inspect.Parameter.empty:
+                assert tuple(parameter.default) == tuple(DECLARED[name]) if isinstance(DECLARED[name], tuple) \
+                    else parameter.default == DECLARED[name], f"{function.__qualname__}({name}={parameter.default!r})"
+                checked += 1
+    assert checked or module_name.endswith(("plots", "configuration_co_settle", "tradeoff")), module_name
+
+
+def test_config_and_trainer_flags_take_the_declared_defaults_help_and_choices():
+    config = CoSettleConfig()
+    assert config.objective == OBJECTIVE
+    assert CoSettleConfig(cycle_temperature=0.1, pool_size=3).objective.cycle_temperature == 0.1
+    by_name = {f.name: f for f in fields(CoSettleTrainingArguments)}
+    for name, declared in OBJECTIVE_FIELDS.items():
+        assert getattr(config, name) == declared.default, name
+        assert by_name[name].default == declared.default, name
+        assert by_name[name].metadata["help"] == declared.metadata["help"], name
+        assert by_name[name].metadata.get("choices") == declared.metadata.get("choices"), name
