@@ -32,7 +32,9 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from .configuration_co_settle import CoSettleConfig
 from .machine import cpu_model, matmul_rate
+from .shared_flags import default_of
 
 SECTIONS = ("step", "data", "eval", "prop", "tradeoff")
 
@@ -254,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     parser = argparse.ArgumentParser(prog="co-settle bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=default_of(CoSettleConfig.__init__, "image_size"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eval-frames", type=int, default=40, help="frames of the 480x880 propagation video")
     parser.add_argument("--prop-frames", type=int, default=30, help="frames of the propagation-rate video")

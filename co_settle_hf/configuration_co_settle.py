@@ -7,7 +7,7 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 from .backbones.families import IMAGENET_MEAN, IMAGENET_STD
-from .backbones.positions import POSITION_INTERPOLATIONS
+from .backbones.positions import DEFAULT_POSITION_INTERPOLATION, POSITION_INTERPOLATIONS
 from .objective.settings import KL_DIRECTIONS, OBJECTIVE, OBJECTIVE_FIELDS, PEA_MODES, SEPARABILITY_KINDS, ObjectiveSettings
 from .projection_init import PROJECTION_INIT_CHOICES, RELEASED
 
@@ -82,7 +82,7 @@ class CoSettleConfig(PreTrainedConfig):
         initializer_range: float = 0.02,
         projection_init: str = RELEASED,
         apply_final_norm: bool = True,
-        position_interpolation: str = "transformers",
+        position_interpolation: str = DEFAULT_POSITION_INTERPOLATION,
         **kwargs: Any,
     ) -> None:
         _check_choice("projection", projection, PROJECTIONS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -29,6 +30,8 @@ from PIL import Image
 from tiny_backbones import save_backbone
 
 from co_settle_hf import CoSettleModel
+from co_settle_hf.errors import SettingsError
+from co_settle_hf.evaluation import evaluate
 from co_settle_hf.evaluation.cli import build_parser
 from co_settle_hf.evaluation.compare import model_folder
 from co_settle_hf.evaluation.davis import davis_palette, read_frames
@@ -311,9 +314,49 @@ def test_errors_name_what_a_video_needs_not_a_traceback(workspace, tmp_path):
         assert "SPEC" not in text
 
 
-def test_every_eval_option_is_described():
-    for action in build_parser()._actions:
-        assert action.help, action.option_strings
+def _task_parsers() -> dict:
+    (tasks,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return tasks.choices
+
+
+def test_every_eval_option_of_every_task_is_described():
+    parsers = _task_parsers()
+    assert set(parsers) == {"davis", "jhmdb", "vip", "tapvid", "retrieval", "tradeoff"}
+    for task, parser in parsers.items():
+        for action in parser._actions:
+            assert action.help, (task, action.option_strings)
+
+
+def test_each_task_takes_only_its_own_flags_and_the_shared_spellings(tmp_path, capsys):
+    common = ["--model", "m", "--data-root", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["davis", *common, "--output-dir", "o", "--pck-thresholds", "0.2"])
+    assert "unrecognized arguments: --pck-thresholds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["jhmdb", *common, "--output-dir", "o", "--query-mode", "first"])
+    assert "unrecognized arguments: --query-mode" in capsys.readouterr().err
+    for output, overwrite in [("--output-dir", "--overwrite"), ("--output_dir", "--overwrite_output_dir"),
+                              ("--output", "--overwrite-output-dir")]:
+        args = build_parser().parse_args(["vip", *common, output, "o", overwrite, "--backbone_precision", "bf16"])
+        assert (args.output_dir, args.overwrite, args.backbone_precision) == ("o", True, "bf16")
+    defaults = {task: parser.parse_args([*common, "--output-dir", "o"]) for task, parser in _task_parsers().items()}
+    assert tuple(defaults["davis"].size) == (480, 880)
+    assert tuple(defaults["jhmdb"].size) == (320, 320) and tuple(defaults["tapvid"].size) == (448, 448)
+    assert defaults["jhmdb"].include_first_frame is False and defaults["vip"].include_first_frame is True
+    assert defaults["retrieval"].num_frames == 8 and defaults["tradeoff"].num_frames is None
+
+
+def test_evaluate_from_python_equals_the_command_and_refuses_another_tasks_setting(workspace, tmp_path):
+    model, data = str(workspace / "vit"), workspace / "DAVIS"
+    rows = evaluate("davis", [model], data, tmp_path / "api", size=(64, 96), n_context=3, radius=4, device="cpu")
+    command = cli_main(["davis", "--model", model, "--data-root", str(data), "--output-dir", str(tmp_path / "cli"),
+                        "--size", "64", "96", "--n-context", "3", "--radius", "4", "--device", "cpu"])
+    assert rows == command and 0 <= rows[model]["J&F-Mean"] <= 1
+    with pytest.raises(SettingsError, match="eval davis has no setting pck_thresholds"):
+        evaluate("davis", [model], data, tmp_path / "refused", pck_thresholds=[0.2])
+    with pytest.raises(SettingsError, match="no evaluation task 'kinetics'"):
+        evaluate("kinetics", [model], data, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 # ----------------------------------------------------------------------------- comparisons of several models
@@ -366,5 +409,5 @@ def test_comparison_refuses_what_it_cannot_compare(workspace, tmp_path):
     with pytest.raises(SystemExit, match="no sweep"):
         cli_main(["davis", "--model", a, "--model", b, "--topk", "3", "5", *common])
     with pytest.raises(SystemExit, match="give one --model"):
-        cli_main(["tradeoff", "--model", a, "--model", b, *common])
+        cli_main(["tradeoff", "--model", a, "--model", b, *common[:4], "--device", "cpu"])
     assert not (tmp_path / "x").exists()

@@ -25,7 +25,7 @@ from ..errors import SettingsError
 from ..hub.arguments import download_kwargs
 from .families import BackboneFamily, family_for
 from .inputs import check_pixel_values
-from .positions import POSITION_INTERPOLATIONS, interpolation
+from .positions import DEFAULT_POSITION_INTERPOLATION, POSITION_INTERPOLATIONS, interpolation
 
 #: What `--backbone_precision` may ask: the dtype the frozen backbone runs under autocast (None: as loaded).
 BACKBONE_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
@@ -264,7 +264,7 @@ class BackboneEncoder(nn.Module):
             )
         return tokens, grid
 
-    def use_feature_settings(self, apply_final_norm: bool = True, position_interpolation: str = "transformers") -> None:
+    def use_feature_settings(self, apply_final_norm: bool = True, position_interpolation: str = DEFAULT_POSITION_INTERPOLATION) -> None:
         """What an adapter recorded about its features: final norm or not, how positions resize."""
         if position_interpolation not in POSITION_INTERPOLATIONS:
             raise ValueError(f"position_interpolation must be one of {', '.join(POSITION_INTERPOLATIONS)}; got {position_interpolation!r}")

@@ -27,6 +27,8 @@ POSITION_INTERPOLATIONS: dict[str, dict[str, Any] | None] = {
     "dino": {"offset": 0.1, "antialias": False},
     "antialias": {"offset": None, "antialias": True},
 }
+#: What a bare backbone does, and so what an adapter uses unless it records another way.
+DEFAULT_POSITION_INTERPOLATION = "transformers"
 
 
 def authors_position_table(table: Tensor, prefix: int, grid: tuple[int, int], offset: float | None, antialias: bool) -> Tensor:

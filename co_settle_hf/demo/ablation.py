@@ -77,9 +77,8 @@ def run_row(base: CoSettleTrainingArguments, args: argparse.Namespace, out: Path
     tic = time.perf_counter()
     train(run)
     trained = time.perf_counter() - tic
-    scores = run_eval("davis", [folder], footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}", "--size",
-                      *(str(v) for v in args.eval_size), "--feature-cache", str(out / "eval-cache"),
-                      "--backbone-precision", run.backbone_precision)  # scored in the precision it trained in
+    scores = run_eval("davis", [folder], footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}", size=args.eval_size,
+                      feature_cache=out / "eval-cache", backbone_precision=run.backbone_precision)  # scored as it trained
     return {"row": row, "changes": changes, "precision": run.backbone_precision, "seed": seed,
             "J&F": scores[str(folder)]["J&F-Mean"], "train_s": trained, "eval_s": time.perf_counter() - tic - trained,
             "cache_built": built}
@@ -89,8 +88,8 @@ def base_scores(args: argparse.Namespace, out: Path, backbone: str, footage: dic
     """J&F of the base backbone in both precisions (the bf16 change must stay within 0.2 points)."""
     scores = {}
     for precision in ("fp32", "bf16"):
-        rows = run_eval("davis", [Path(backbone)], footage["benchmark"], out / "eval" / f"base-{precision}", "--size",
-                        *(str(v) for v in args.eval_size), "--feature-cache", str(out / "eval-cache"), "--backbone-precision", precision)
+        rows = run_eval("davis", [backbone], footage["benchmark"], out / "eval" / f"base-{precision}", size=args.eval_size,
+                        feature_cache=out / "eval-cache", backbone_precision=precision)
         scores[precision] = rows[backbone]["J&F-Mean"]
     return scores
 

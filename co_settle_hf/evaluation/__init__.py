@@ -3,9 +3,11 @@
 Label propagation on DAVIS (J&F), JHMDB (PCK) and VIP (mIoU), TAP-Vid point tracking (AJ), UCF101 /
 HMDB51 retrieval (R@k) and the separability / consistency trade-off analysis. Each `evaluate_*`
 takes an encoder (`load_for_evaluation`, or a `BackboneEncoder` / `CoSettleModel`), the data root
-and an output folder, and returns its summary.
+and an output folder, and returns its summary; `evaluate(task, models, ...)` is `co-settle eval TASK`
+from Python (several models compared, pictures and tables written).
 """
 
+from .cli import evaluate
 from .davis import evaluate_davis
 from .encoders import load_for_evaluation
 from .jhmdb import PCK_THRESHOLDS, evaluate_jhmdb
@@ -23,6 +25,7 @@ __all__ = [
     "TrackingSettings",
     "TradeoffSettings",
     "analyze_tradeoff",
+    "evaluate",
     "evaluate_davis",
     "evaluate_jhmdb",
     "evaluate_retrieval",

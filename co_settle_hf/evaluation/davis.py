@@ -44,6 +44,8 @@ from .propagation import PropagationSettings, labels_to_onehot, resize_ids, upsa
 from .results import write_csv, write_summary
 
 VOID_LABEL = 255
+#: The published evaluation's part of DAVIS-2017.
+PUBLISHED_SPLIT, PUBLISHED_RESOLUTION = "val", "480p"
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,9 @@ def davis_palette() -> np.ndarray:
 
 def list_davis_sequences(
     root: str | Path,
-    split: str = "val",
+    split: str = PUBLISHED_SPLIT,
     sequences: Sequence[str] | None = None,
-    resolution: str = "480p",
+    resolution: str = PUBLISHED_RESOLUTION,
 ) -> list[DavisSequence]:
     """Find and check the sequences of a DAVIS-2017 split (or the ``sequences`` given).
 
@@ -176,9 +178,9 @@ class DavisTask:
 
     sequences: list[DavisSequence]
     size: tuple[int, int]
-    save_masks: bool = True
-    split: str = "val"
-    resolution: str = "480p"
+    save_masks: bool
+    split: str
+    resolution: str
     name: str = "DAVIS"
 
     def videos(self) -> list[DavisSequence]:
@@ -245,8 +247,8 @@ def evaluate_davis(
     sequences: Sequence[str] | None = None,
     save_masks: bool = True,
     progress: bool = True,
-    split: str = "val",
-    resolution: str = "480p",
+    split: str = PUBLISHED_SPLIT,
+    resolution: str = PUBLISHED_RESOLUTION,
     overwrite: bool = False,
     cache: Any = None,
     processes: Any = None,

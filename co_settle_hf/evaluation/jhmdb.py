@@ -328,10 +328,10 @@ class JhmdbTask:
 
     video_list: list[JhmdbVideo]
     size: tuple[int, int]
-    mapping: str = "reference"
-    thresholds: Sequence[float] = PCK_THRESHOLDS
-    count_lost_as_miss: bool = True
-    include_first_frame: bool = False
+    mapping: str
+    thresholds: Sequence[float]
+    count_lost_as_miss: bool
+    include_first_frame: bool
     name: str = "JHMDB"
     min_frames: int = 2
 
@@ -394,7 +394,7 @@ def evaluate_jhmdb(
     *,
     list_file: str | Path | None = None,
     size: tuple[int, int] = (320, 320),
-    mapping: str = "reference",
+    mapping: str = MAPPINGS[0],
     thresholds: Sequence[float] = PCK_THRESHOLDS,
     count_lost_as_miss: bool = True,
     include_first_frame: bool = False,

@@ -32,6 +32,10 @@ from .outputs import OutputFolder
 RECALL_AT = (1, 5, 10, 20)
 SPLITS = (1, 2, 3)
 DATASETS = ("ucf101", "hmdb51")
+#: What a video is embedded from: the adapter's projected patch features, or its frozen base's.
+EMBEDDINGS = ("projected", "base")
+#: Frames are resized to this short side and centre-cropped to a square of it.
+CROP = 224
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class RetrievalSplit:
     classes: list[str]
     gallery: list[RetrievalVideo]
     queries: list[RetrievalVideo]
+
 
 
 def _split_folder(root: Path, pattern: str) -> Path:
@@ -114,7 +119,7 @@ def _hmdb51_lists(root: Path, split: int) -> dict[str, list[str]]:
     return lists
 
 
-def read_split(root: str | Path, split: int = 1, dataset: str | None = None) -> RetrievalSplit:
+def read_split(root: str | Path, split: int = SPLITS[0], dataset: str | None = None) -> RetrievalSplit:
     """The videos of an official split; the class of a video is its folder's name."""
     root = Path(root)
     if split not in SPLITS:
@@ -141,7 +146,7 @@ def uniform_indices(total: int, count: int) -> list[int]:
     return [min(total - 1, int((i + 0.5) * total / count)) for i in range(count)]
 
 
-def video_embedding(encoder: Any, video: RetrievalVideo, num_frames: int = 8, crop: int = 224) -> torch.Tensor:
+def video_embedding(encoder: Any, video: RetrievalVideo, num_frames: int) -> torch.Tensor:
     """(D,) unit-norm mean of the encoder's patch features over ``num_frames`` uniform frames."""
     from co_settle_hf.data import clip_from_path
 
@@ -152,11 +157,11 @@ def video_embedding(encoder: Any, video: RetrievalVideo, num_frames: int = 8, cr
         frames = clip.read(uniform_indices(int(clip.num_frames), num_frames))
     except (OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"cannot read {video.path}: {error}") from error
-    features = encode_raw(encoder, preprocess_frames(frames, resize=crop, crop=crop))
+    features = encode_raw(encoder, preprocess_frames(frames, resize=CROP, crop=CROP))
     return torch.nn.functional.normalize(features.mean(dim=(0, 1, 2)), dim=0)
 
 
-def embed_videos(encoder: Any, videos: Sequence[RetrievalVideo], *, num_frames: int = 8,
+def embed_videos(encoder: Any, videos: Sequence[RetrievalVideo], *, num_frames: int,
                  cache: FeatureCache | None = None, processes: Processes | None = None,
                  progress: bool = False) -> np.ndarray:
     """float32 (N, D) embeddings of ``videos``, shared among ``processes`` by block, in video order."""
@@ -171,7 +176,7 @@ def embed_videos(encoder: Any, videos: Sequence[RetrievalVideo], *, num_frames: 
         video = videos[index]
         def compute(video: RetrievalVideo = video) -> torch.Tensor:
             return video_embedding(encoder, video, num_frames)
-        embedding = compute() if cache is None else cache.get(video.frames, (num_frames, 224, 224), compute)
+        embedding = compute() if cache is None else cache.get(video.frames, (num_frames, CROP, CROP), compute)
         rows.append((index, embedding.cpu().numpy().astype(np.float32)))
     gathered = sorted(processes.gather(rows) if processes else rows, key=lambda r: r[0])
     return np.stack([row for _, row in gathered])
@@ -254,8 +259,8 @@ def write_retrieval_results(scores: dict[str, Any], split: RetrievalSplit, setti
     return summary
 
 
-def evaluate_retrieval(encoder: Any, root: str | Path, out: OutputFolder, *, split: int = 1,
-                       dataset: str | None = None, num_frames: int = 8, embedding: str = "projected",
+def evaluate_retrieval(encoder: Any, root: str | Path, out: OutputFolder, *, split: int = SPLITS[0],
+                       dataset: str | None = None, num_frames: int = 8, embedding: str = EMBEDDINGS[0],
                        title: str = "model", cache: FeatureCache | None = None,
                        processes: Processes | None = None, progress: bool = False) -> dict[str, Any]:
     """Embed the split's videos, rank the gallery for every query, write the results (main process)."""

@@ -26,7 +26,7 @@ from .loop import evaluate_task
 from .outputs import OutputFolder
 from .results import write_csv, write_summary
 from .tapvid_data import TapVidVideo, list_tapvid_videos
-from .tapvid_metrics import METRIC_KEYS, METRIC_SIZE, check_query_mode, mean_over_videos, tapvid_metrics
+from .tapvid_metrics import METRIC_KEYS, METRIC_SIZE, QUERY_MODES, check_query_mode, mean_over_videos, tapvid_metrics
 from .tracking import TrackingSettings, track_points
 
 #: ``strided`` queries every this many frames (TAP-Vid's).
@@ -57,7 +57,7 @@ class TapVidTask:
 
     video_list: list[TapVidVideo]
     size: tuple[int, int]
-    query_mode: str = "first"
+    query_mode: str
     name: str = "TAP-Vid"
     min_frames: int = 2
 
@@ -128,7 +128,7 @@ def evaluate_tapvid(
     output_dir: str | Path | OutputFolder,
     settings: TrackingSettings | None = None,
     *,
-    query_mode: str = "first",
+    query_mode: str = QUERY_MODES[0],
     size: tuple[int, int] = (448, 448),
     videos: Sequence[str] | None = None,
     progress: bool = True,

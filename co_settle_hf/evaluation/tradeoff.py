@@ -39,6 +39,8 @@ CYCLE_FRACTIONS: tuple[tuple[float, float], ...] = (
 EDGE_FRAMES = 3
 #: Frames a video needs for D_intra: EDGE_FRAMES dropped at each end, then at least one adjacent pair.
 MIN_FRAMES = 2 * EDGE_FRAMES + 2
+#: What the cycle accuracy walks on: the raw features (as the authors' cal_metric.py) or L2-normalised ones.
+CYCLE_FEATURES = ("raw", "normalised")
 #: Added to every diameter before dividing, as released, so a constant video does not divide by 0.
 DIAMETER_EPS = 1e-8
 
@@ -56,8 +58,12 @@ class TradeoffSettings:
     fractions: tuple[tuple[float, float], ...] = CYCLE_FRACTIONS
     temperature: float = OBJECTIVE.cycle_temperature
     pool: int = OBJECTIVE.pool_size
-    cycle_features: str = "raw"
+    cycle_features: str = CYCLE_FEATURES[0]
     batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.cycle_features not in CYCLE_FEATURES:
+            raise ValueError(f"cycle_features must be one of {CYCLE_FEATURES}, got {self.cycle_features!r}")
 
 
 TRADEOFF = TradeoffSettings()  # the published analysis; every default below reads it
@@ -416,7 +422,7 @@ def _video_record(features: Tensor, settings: TradeoffSettings) -> dict[str, Any
     flat = middle.reshape(-1, middle.shape[-1])
     positions = sample_patch_positions(flat.shape[0], settings.num_patches, settings.seed)
     cycle = cycle_accuracy_at_fractions([features], settings.fractions, settings.temperature, settings.pool,
-                                        normalise=settings.cycle_features == "normalised")
+                                        normalise=settings.cycle_features == CYCLE_FEATURES[1])
     return {**intra_video_distances(features), "cycle_accuracy": cycle, "sampled": flat[positions].clone(),
             "gram": flat.to(torch.float64).T @ flat.to(torch.float64), "rows": flat.shape[0]}
 

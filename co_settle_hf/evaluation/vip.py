@@ -182,10 +182,10 @@ class VipTask:
     """VIP for :func:`~co_settle_hf.evaluation.loop.run_propagation` (module docstring)."""
 
     video_list: list[VipVideo]
-    long_side: int = 880
-    num_classes: int = NUM_CLASSES
-    include_first_frame: bool = True
-    save_masks: bool = False
+    long_side: int
+    num_classes: int
+    include_first_frame: bool
+    save_masks: bool
     name: str = "VIP"
     min_frames: int = 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..modeling_co_settle import CoSettleModel
+from ..shared_flags import add_shared
 from .onnx import CHECK_SIZES, check_onnx, export_onnx
 
 
@@ -22,9 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     onnx = formats.add_parser("onnx", help="backbone + projection as one ONNX graph", description=(
         "Export an adapter and its backbone as one ONNX graph: pixel_values (B, 3, H, W) -> features (B, h, w, D)."))
     onnx.add_argument("adapter", help="adapter folder or Hub repository id (CoSettleModel.from_pretrained)")
-    onnx.add_argument("--output", required=True, help="the .onnx file to write")
+    add_shared(onnx, "output_dir", required=True, metavar="FILE.onnx", help="the .onnx file to write")
     onnx.add_argument("--revision", default=None, help="branch, tag or commit of the adapter repository")
-    onnx.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add_shared(onnx, "overwrite", help="replace an existing --output")
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     onnx.add_argument("--check-sizes", type=_size, nargs="*", default=list(CHECK_SIZES), metavar="HxW",
                       help="compare onnxruntime with PyTorch at these sizes (none: skip); default 224x224 480x880")
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     model = CoSettleModel.from_pretrained(args.adapter, revision=args.revision)
-    path = export_onnx(model, args.output, overwrite=args.overwrite, opset=args.opset)
+    path = export_onnx(model, args.output_dir, overwrite=args.overwrite, opset=args.opset)
     patch, dim = model.patch_size, model.config.hidden_size
     print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): pixel_values (B, 3, H, W) -> features (B, H/{patch}, W/{patch}, {dim})")
     for (height, width), difference in check_onnx(model, path, args.check_sizes).items():

@@ -22,6 +22,7 @@ import torch
 from ..backbones.encoder import BackboneEncoder
 from ..backbones.families import IMAGENET_MEAN, IMAGENET_STD
 from ..modeling_co_settle import CoSettleModel
+from ..shared_flags import add_shared
 from .converting import PREFIX, OfficialCheckpointError, convert_official_checkpoint, extract_projection
 from .layouts import ConversionError, build_model, convert_state, infer_architecture, load_converted
 from .published import AUTHORS_REPO, CODE_REPO, LOOKS_LIKE, PUBLISHED, PublishedModel, looks_like
@@ -144,12 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Import one of the paper's eight published models as an adapter, or (--checkpoint) the projection of an "
         "authors' training checkpoint onto a backbone you name."))
     parser.add_argument("name", nargs="?", choices=sorted(PUBLISHED), help="the backbone family of the published model")
-    parser.add_argument("--output-dir", "--output", required=True, help="adapter folder to write (a bundled backbone goes in backbone/)")
+    add_shared(parser, "output_dir", required=True, help="adapter folder to write (a bundled backbone goes in backbone/)")
     parser.add_argument("--source", default=AUTHORS_REPO, help=f"Hub repository id or a local folder laid out like it (default {AUTHORS_REPO})")
     parser.add_argument("--revision", default=None, help="branch, tag or commit of the source repository")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload the adapter to this Hub repository")
     parser.add_argument("--max-checkpoint-bytes", type=int, default=MAX_CHECKPOINT_BYTES, help="refuse larger checkpoint files")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output-dir")
+    add_shared(parser, "overwrite", help="write into a non-empty --output-dir")
     mode = parser.add_argument_group("a checkpoint of your own (instead of NAME)")
     mode.add_argument("--checkpoint", default=None, metavar="FILE.pth", help="an authors' training .pth (read with weights_only=True)")
     mode.add_argument("--backbone", default=None, help="Hub id or path of the backbone that checkpoint was trained on")

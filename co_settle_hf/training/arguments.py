@@ -24,6 +24,7 @@ from ..configuration_co_settle import PROJECTIONS, CoSettleConfig
 from ..data.transforms import CROP_RULES, RESIZE_PATHS, PairTransform
 from ..objective.settings import OBJECTIVE_FIELDS
 from ..projection_init import PROJECTION_INIT_CHOICES
+from ..shared_flags import aliases
 
 _CONFIG = CoSettleConfig()
 SCHEDULERS = ("cosine", "linear", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
@@ -114,8 +115,10 @@ class RunArguments:
     """Optimisation, checkpoints, validation and tracking, named as in the transformers examples."""
 
     _argument_group_name = "optimisation, checkpoints and tracking"
-    output_dir: str | None = arg(None, "Where the adapter, checkpoints and logs go (required).")
-    overwrite_output_dir: bool = arg(False, "Let a fresh run replace the checkpoints, log and adapter of an earlier run.")
+    output_dir: str | None = arg(None, "Where the adapter, checkpoints and logs go (required).",
+                                 aliases=aliases("output_dir", "output_dir"))
+    overwrite_output_dir: bool = arg(False, "Let a fresh run replace the checkpoints, log and adapter of an earlier run.",
+                                     aliases=aliases("overwrite", "overwrite_output_dir"))
     per_device_train_batch_size: int = arg(128, "Pairs per process and step.")
     per_device_eval_batch_size: int | None = arg(None, "Pairs per process for validation (default: the training batch).")
     learning_rate: float | None = arg(None, "Absolute peak lr; overrides --base_learning_rate.")
