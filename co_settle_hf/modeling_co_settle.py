@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 import torch
+from huggingface_hub import HfApi
 from safetensors import SafetensorError
 from torch import Tensor, nn
 from transformers import PreTrainedModel
@@ -27,6 +28,7 @@ from .backbones.encoder import BackboneEncoder, PositionCrop
 from .configuration_co_settle import PROJECTION_DEPTH, CoSettleConfig
 from .errors import CoSettleError, SettingsError
 from .hub.arguments import ADAPTER_FILE_ARGUMENTS, PUSH_ARGUMENTS, download_kwargs, keyword_parameters
+from .hub.model_card import update_card
 from .image_processing_co_settle import save_image_processor
 from .projection_init import PROJECTION_INITS, RELEASED, resolve_projection_init
 from .staging import staged_entries
@@ -227,8 +229,6 @@ class CoSettleModel(PreTrainedModel):
         With `push_to_hub=True` the folder is then uploaded to `repo_id` (default: the folder's name)
         with the arguments of transformers' `push_to_hub`; the commit info is returned.
         """
-        from .hub.model_card import update_card
-
         hub = {name: kwargs.pop(name) for name in PUSH_ARGUMENTS - {"max_shard_size"} if name in kwargs}
         bundle = bool(self.config.base_model_subfolder) if save_backbone is None else save_backbone
         if push_to_hub:
@@ -420,8 +420,6 @@ def _bundled_config(config: CoSettleConfig, bundle: bool) -> Iterator[None]:
 
 
 def _create_repo(repo_id: str, hub: dict[str, Any]) -> str:
-    from huggingface_hub import HfApi
-
     api = HfApi(token=hub.get("token"))
     repo_id = api.create_repo(repo_id, private=hub.get("private"), exist_ok=True).repo_id
     revision = hub.get("revision")
@@ -432,8 +430,6 @@ def _create_repo(repo_id: str, hub: dict[str, Any]) -> str:
 
 def _upload(folder: str | os.PathLike, repo_id: str, hub: dict[str, Any]) -> Any:
     """Upload a saved adapter folder in one commit; the commit info (with the PR, if one was opened)."""
-    from huggingface_hub import HfApi
-
     return HfApi(token=hub.get("token")).upload_folder(
         repo_id=repo_id, folder_path=folder, revision=hub.get("revision"),
         commit_message=hub.get("commit_message") or "Upload Co-Settle adapter",

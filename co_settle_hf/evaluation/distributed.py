@@ -13,6 +13,8 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object
 
 #: Contiguous blocks of videos; a fixed number, so the summation order never depends on the processes.
 NUM_BLOCKS = 32
@@ -29,8 +31,6 @@ class Processes:
     """This process's place among the evaluation processes (one, unless launched by Accelerate)."""
 
     def __init__(self, cpu: bool = False):
-        from accelerate import PartialState
-
         self.state = PartialState(cpu=cpu)
 
     @property
@@ -57,16 +57,12 @@ class Processes:
         """Every process's ``items`` (picklable), concatenated in process order, on every process."""
         if self.world == 1:
             return list(items)
-        from accelerate.utils import gather_object
-
         return gather_object(list(items))
 
     def broadcast(self, value: Any) -> Any:
         """The main process's ``value`` on every process."""
         if self.world == 1:
             return value
-        from accelerate.utils import broadcast_object_list
-
         return broadcast_object_list([value])[0]
 
     def barrier(self) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from .cache import FeatureCache
 from .distributed import Processes
@@ -137,8 +138,6 @@ def _run_my_share(task: PropagationTask, encoder: DenseEncoder, videos: list[Any
     stats, results = RunStats(), []
     iterator: Any = mine
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(mine, desc=task.name, unit="video")
     for index in iterator:
         video = videos[index]

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 # Affinity entries (query rows x context nodes) computed at once; bounds peak memory
 # (2**25 float32 = 128 MiB) while keeping each matmul large.
@@ -228,8 +229,6 @@ def propagate_labels(
 
     frames = range(1, num_frames)
     if progress:
-        from tqdm.auto import tqdm
-
         frames = tqdm(frames, desc="propagating", unit="frame")
     for t in frames:
         idx = torch.tensor(context_indices(t, settings.n_context, settings.pad_context), device=device)

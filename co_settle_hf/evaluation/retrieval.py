@@ -23,10 +23,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .cache import FeatureCache
 from .distributed import Processes
 from .outputs import OutputFolder
+from .tradeoff import encode_raw, preprocess_frames
 
 #: The k of R@k, as published.
 RECALL_AT = (1, 5, 10, 20)
@@ -150,8 +152,6 @@ def video_embedding(encoder: Any, video: RetrievalVideo, num_frames: int) -> tor
     """(D,) unit-norm mean of the encoder's patch features over ``num_frames`` uniform frames."""
     from co_settle_hf.data import clip_from_path
 
-    from .tradeoff import encode_raw, preprocess_frames
-
     clip = clip_from_path(video.path)
     try:
         frames = clip.read(uniform_indices(int(clip.num_frames), num_frames))
@@ -168,8 +168,6 @@ def embed_videos(encoder: Any, videos: Sequence[RetrievalVideo], *, num_frames: 
     mine = [i for b in (processes.my_blocks(len(videos)) if processes else [range(len(videos))]) for i in b]
     iterator: Any = mine
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(mine, desc="retrieval", unit="video")
     rows = []
     for index in iterator:

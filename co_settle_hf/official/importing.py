@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download
 
 from ..backbones.encoder import BackboneEncoder
 from ..backbones.families import IMAGENET_MEAN, IMAGENET_STD
+from ..hub.model_card import eval_result
 from ..modeling_co_settle import CoSettleModel
 from ..shared_flags import add_shared
 from .converting import PREFIX, OfficialCheckpointError, convert_official_checkpoint, extract_projection
@@ -38,8 +40,6 @@ def fetch_checkpoint(source: str, filename: str, revision: str | None = None, **
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {source} is not laid out like the {AUTHORS_REPO} repository.")
         return path, None
-    from huggingface_hub import hf_hub_download
-
     path = Path(hf_hub_download(source, filename, revision=revision, **hub_kwargs))  # cached, resumed, with progress
     snapshot = path.parents[len(Path(filename).parts) - 1]
     return path, snapshot.name if snapshot.parent.name == "snapshots" else revision
@@ -126,8 +126,6 @@ def import_official(
 
 def official_card(published: PublishedModel, source: str, commit: str | None) -> dict[str, Any]:
     """What the model card of an imported model records: provenance and the authors' own numbers."""
-    from ..hub.model_card import eval_result
-
     where = source if os.path.isdir(source) else f"https://huggingface.co/{source}"
     training = {
         "imported from": f"{where}, file `{published.checkpoint}`" + (f", commit `{commit}`" if commit else ""),

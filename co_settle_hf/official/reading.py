@@ -17,6 +17,7 @@ pickle). Three rules keep reading it safe and bounded:
 from __future__ import annotations
 
 import argparse
+import collections
 import io
 import pickle
 import zipfile
@@ -159,8 +160,6 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         if module == "collections" and name == "OrderedDict":
-            import collections
-
             return collections.OrderedDict
         if module == "__torch__" or module.startswith("__torch__."):
             qualified = f"{module}.{name}"
