@@ -8,7 +8,7 @@ from transformers import PreTrainedConfig
 
 from .backbones.families import IMAGENET_MEAN, IMAGENET_STD
 from .backbones.positions import DEFAULT_POSITION_INTERPOLATION, POSITION_INTERPOLATIONS
-from .objective.settings import KL_DIRECTIONS, OBJECTIVE, OBJECTIVE_FIELDS, PEA_MODES, SEPARABILITY_KINDS, ObjectiveSettings
+from .objective.settings import OBJECTIVE, OBJECTIVE_FIELDS, ObjectiveSettings
 from .projection_init import PROJECTION_INIT_CHOICES, RELEASED
 
 PROJECTION_DEPTH = {"linear": 1, "mlp2": 2, "mlp3": 3}  # Linear layers of each projection kind
@@ -86,17 +86,12 @@ class CoSettleConfig(PreTrainedConfig):
         **kwargs: Any,
     ) -> None:
         _check_choice("projection", projection, PROJECTIONS)
-        _check_choice("separability", separability, SEPARABILITY_KINDS)
-        _check_choice("kl_direction", kl_direction, KL_DIRECTIONS)
-        _check_choice("pea_mode", pea_mode, PEA_MODES)
         _check_choice("projection_init", projection_init, PROJECTION_INIT_CHOICES)
         _check_choice("position_interpolation", position_interpolation, tuple(POSITION_INTERPOLATIONS))
-        if cycle_temperature <= 0:
-            raise ValueError(f"cycle_temperature must be positive, got {cycle_temperature}")
-        if pool_size < 1:
-            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
-        if pea_alpha is not None and pea_alpha < 0:
-            raise ValueError(f"pea_alpha must be >= 0 or None (PEA off), got {pea_alpha}")
+        ObjectiveSettings(  # checks the method's settings
+            cycle_temperature=cycle_temperature, pool_size=pool_size, pea_alpha=pea_alpha, pea_mode=pea_mode,
+            pea_per_sample=pea_per_sample, separability=separability, kl_direction=kl_direction,
+            separability_weight=separability_weight, frame_gap=frame_gap)
         self.projection = projection
         self.hidden_size = hidden_size
         self.base_model_name_or_path = base_model_name_or_path

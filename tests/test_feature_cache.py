@@ -12,7 +12,7 @@ from trainer_fixtures import run, workspace  # noqa: F401 (a fixture)
 
 from co_settle_hf import BackboneEncoder, CoSettleModel
 from co_settle_hf.errors import CheckpointError
-from co_settle_hf.training.feature_cache import FeatureCache, cached_objective
+from co_settle_hf.training.feature_cache import PairViewCache, cached_objective
 from co_settle_hf.training.forward import training_forward
 
 
@@ -29,25 +29,25 @@ def test_cached_step_equals_the_uncached_step(tmp_path):
     want = gradients(model)
     model.zero_grad()
 
-    cache = FeatureCache.build(model, [(frames, torch.Generator().manual_seed(7))], num_pairs=1)
+    cache = PairViewCache.build(model, [(frames, torch.Generator().manual_seed(7))], num_pairs=1)
     cache.save(tmp_path / "views.safetensors")
-    cache = FeatureCache.load(tmp_path / "views.safetensors")
+    cache = PairViewCache.load(tmp_path / "views.safetensors")
     (batch,) = cache.epoch_batches(batch=1, steps=1, seed=0, epoch=0)
     cached = cached_objective(model, batch)
     cached.loss.backward()
     assert torch.equal(cached.loss, uncached.loss)
     assert all(torch.equal(a, b) for a, b in zip(gradients(model), want))
     # A different PEA offset is a different step: the cache really holds the PEA view.
-    other = FeatureCache.build(model, [(frames, torch.Generator().manual_seed(8))], num_pairs=1)
+    other = PairViewCache.build(model, [(frames, torch.Generator().manual_seed(8))], num_pairs=1)
     assert not torch.equal(cached_objective(model, other.views).loss, uncached.loss)
 
 
 def test_cache_size_is_checked():
     model = CoSettleModel.from_backbone(BackboneEncoder(build_backbone("vit")))
     with pytest.raises(ValueError, match="feature_cache_pairs=3"):
-        FeatureCache.build(model, [(torch.randn(2, 2, 3, 224, 224), None)], num_pairs=3)
+        PairViewCache.build(model, [(torch.randn(2, 2, 3, 224, 224), None)], num_pairs=3)
     with pytest.raises(ValueError, match="cached views"):
-        FeatureCache(torch.zeros(2, 2, 4, 4, 8))
+        PairViewCache(torch.zeros(2, 2, 4, 4, 8))
 
 
 def test_trainer_with_a_cache_of_its_first_batch_takes_the_same_first_step(workspace, tmp_path):
@@ -62,7 +62,7 @@ def test_trainer_with_a_cache_of_its_first_batch_takes_the_same_first_step(works
 
 
 def test_epoch_batches_see_every_pair_once_per_pass_and_replay():
-    cache = FeatureCache(torch.arange(5.0).view(5, 1, 1, 1, 1).expand(5, 3, 1, 1, 1))
+    cache = PairViewCache(torch.arange(5.0).view(5, 1, 1, 1, 1).expand(5, 3, 1, 1, 1))
     seen = [int(v) for views in cache.epoch_batches(batch=2, steps=5, seed=0, epoch=3) for v in views[:, 0, 0, 0, 0]]
     assert sorted(seen[:5]) == list(range(5)) and sorted(seen[5:]) == list(range(5))
     again = [int(v) for views in cache.epoch_batches(batch=2, steps=5, seed=0, epoch=3, skip=2) for v in views[:, 0, 0, 0, 0]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from co_settle_hf import CoSettleConfig
 from co_settle_hf.evaluation.jhmdb import PCK_THRESHOLDS
 from co_settle_hf.evaluation.tradeoff import TRADEOFF
-from co_settle_hf.objective.settings import OBJECTIVE, OBJECTIVE_FIELDS
+from co_settle_hf.objective.settings import OBJECTIVE, OBJECTIVE_FIELDS, ObjectiveSettings
 from co_settle_hf.training.arguments import CoSettleTrainingArguments
 
 # Parameter name in the code -> the declared value it must default to.
@@ -87,3 +88,22 @@ def test_config_and_trainer_flags_take_the_declared_defaults_help_and_choices():
         assert by_name[name].default == declared.default, name
         assert by_name[name].metadata["help"] == declared.metadata["help"], name
         assert by_name[name].metadata.get("choices") == declared.metadata.get("choices"), name
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"separability": "l1"}, "separability must be one of kl, mse; got 'l1'"),
+    ({"kl_direction": "both"}, "kl_direction must be one of code, paper"),
+    ({"pea_mode": "corner"}, "pea_mode must be one of random, center, edge"),
+    ({"cycle_temperature": 0.0}, "cycle_temperature must be positive"),
+    ({"pool_size": 0}, "pool_size must be at least 1"),
+    ({"pea_alpha": -1.0}, "pea_alpha must be >= 0"),
+    ({"separability_weight": -3.0}, "separability_weight must be >= 0"),
+    ({"frame_gap": 1.0}, "frame_gap must be in [0, 1)"),
+])
+def test_the_method_settings_are_checked_in_one_place_for_the_config_and_the_settings(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ObjectiveSettings(**change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CoSettleConfig(**change)
+    with pytest.raises(ValueError, match=re.escape(f"--{message}")):  # the trainer's flags, one message for all problems
+        CoSettleTrainingArguments(model_name_or_path="backbone", output_dir="out", **change)

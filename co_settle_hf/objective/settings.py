@@ -9,7 +9,7 @@ recipe (SPEC.md section 2). `CoSettleConfig.objective` gives an adapter's own va
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 SEPARABILITY_KINDS = ("kl", "mse")
 KL_DIRECTIONS = ("code", "paper")
@@ -39,7 +39,31 @@ class ObjectiveSettings:
         0.15, "delta, the gap between the two frames of a pair as a fraction of the clip (recorded for retraining "
         "and shown in the model card).")
 
+    def __post_init__(self) -> None:
+        found = problems({declared.name: getattr(self, declared.name) for declared in fields(self)})
+        if found:
+            raise ValueError("; ".join(found))
 
+
+#: The range of each numeric setting (field metadata cannot hold it: HfArgumentParser hands all of it to argparse).
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "cycle_temperature": (lambda v: v > 0, "must be positive"),
+    "pool_size": (lambda v: v >= 1, "must be at least 1"),
+    "pea_alpha": (lambda v: v is None or v >= 0, "must be >= 0 or None (PEA off)"),
+    "separability_weight": (lambda v: v >= 0, "must be >= 0"),
+    "frame_gap": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1) (a fraction of the clip)"),
+}
+
+
+def problems(settings: dict[str, Any]) -> list[str]:
+    """What is wrong with these method settings, each naming its setting: the one check that the config and
+    the trainer's flags share."""
+    found = [f"{name} must be one of {', '.join(OBJECTIVE_FIELDS[name].metadata['choices'])}; got {value!r}"
+             for name, value in settings.items() if value not in OBJECTIVE_FIELDS[name].metadata.get("choices", (value,))]
+    return found + [f"{name} {rule}, got {settings[name]}" for name, (ok, rule) in RANGES.items()
+                    if name in settings and not ok(settings[name])]
+
+
+OBJECTIVE_FIELDS = {f.name: f for f in fields(ObjectiveSettings)}
 #: The published recipe: every default in the package that means one of these settings reads it here.
 OBJECTIVE = ObjectiveSettings()
-OBJECTIVE_FIELDS = {f.name: f for f in fields(ObjectiveSettings)}

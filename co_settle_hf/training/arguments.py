@@ -23,6 +23,7 @@ from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import PROJECTIONS, CoSettleConfig
 from ..data.transforms import CROP_RULES, RESIZE_PATHS, PairTransform
 from ..objective.settings import OBJECTIVE_FIELDS
+from ..objective.settings import problems as objective_problems
 from ..projection_init import PROJECTION_INIT_CHOICES
 from ..shared_flags import aliases
 
@@ -156,9 +157,9 @@ class RunArguments:
 
 
 POSITIVE = ("per_device_train_batch_size", "gradient_accumulation_steps", "image_size", "logging_steps", "clip_repeats",
-            "num_train_epochs", "max_train_steps", "pool_size", "save_total_limit", "eval_steps", "max_train_samples",
+            "num_train_epochs", "max_train_steps", "save_total_limit", "eval_steps", "max_train_samples",
             "per_device_eval_batch_size")
-NON_NEGATIVE = ("pea_alpha", "separability_weight", "weight_decay", "warmup_epochs", "num_warmup_steps", "clip_seconds", "num_workers")
+NON_NEGATIVE = ("weight_decay", "warmup_epochs", "num_warmup_steps", "clip_seconds", "num_workers")
 
 
 @dataclass
@@ -198,12 +199,11 @@ class CoSettleTrainingArguments(RunArguments, DataArguments, ModelArguments):
     def _ranges(self) -> list[str]:
         problems = [f"--{n} must be at least 1, got {getattr(self, n)}" for n in POSITIVE if getattr(self, n) is not None and getattr(self, n) < 1]
         problems += [f"--{n} must be >= 0, got {getattr(self, n)}" for n in NON_NEGATIVE if getattr(self, n) is not None and getattr(self, n) < 0]
-        problems += [f"--{n} must be positive, got {getattr(self, n)}" for n in ("cycle_temperature", "base_learning_rate", "learning_rate")
+        problems += [f"--{n} must be positive, got {getattr(self, n)}" for n in ("base_learning_rate", "learning_rate")
                      if getattr(self, n) is not None and not getattr(self, n) > 0]
         if self.checkpointing_steps not in (None, "epoch") and not (str(self.checkpointing_steps).isdigit() and int(self.checkpointing_steps) > 0):
             problems.append(f"--checkpointing_steps must be a number >= 1 or 'epoch', got {self.checkpointing_steps!r}")
-        if not 0.0 <= self.frame_gap < 1.0:
-            problems.append(f"--frame_gap must be in [0, 1) (a fraction of the clip), got {self.frame_gap}")
+        problems += [f"--{problem}" for problem in objective_problems({name: getattr(self, name) for name in OBJECTIVE_FIELDS})]
         return problems
 
     @property

@@ -51,8 +51,12 @@ def cached_objective(model: nn.Module, views: Tensor) -> ObjectiveOutput:
     return views_objective(core.config, z, core.project(z), grid)
 
 
-class FeatureCache:
-    """The cached views of N pairs, in memory; ``save``/``load`` keep them as safetensors."""
+class PairViewCache:
+    """The cached views of N training pairs, in memory; ``save``/``load`` keep them as safetensors.
+
+    Not the evaluation's :class:`~co_settle_hf.evaluation.cache.FeatureCache`, which keeps each video's
+    tokens on disk keyed by model, size and frame files: these are augmented pairs keyed by the run's settings.
+    """
 
     def __init__(self, views: Tensor) -> None:
         if views.ndim != 5 or views.shape[1] != 3:
@@ -60,7 +64,7 @@ class FeatureCache:
         self.views = views
 
     @classmethod
-    def build(cls, model: nn.Module, batches: Iterable[tuple[Tensor, torch.Generator]], num_pairs: int) -> "FeatureCache":
+    def build(cls, model: nn.Module, batches: Iterable[tuple[Tensor, torch.Generator]], num_pairs: int) -> "PairViewCache":
         """The views of the first ``num_pairs`` pairs of ``batches`` ((frames, PEA generator) each)."""
         parts, count = [], 0
         with tqdm(total=num_pairs, desc="caching views", unit="pair") as progress:
@@ -93,7 +97,7 @@ class FeatureCache:
             save_file({"views": self.views.contiguous().cpu()}, str(partial), metadata={"settings": json.dumps(settings or {})})
 
     @classmethod
-    def load(cls, path: str | Path, settings: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> "FeatureCache":
+    def load(cls, path: str | Path, settings: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> "PairViewCache":
         """The views of ``path``; with ``settings``, refused unless they were made with the same ones."""
         if settings is not None:
             with safe_open(str(path), "pt") as handle:

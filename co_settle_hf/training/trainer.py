@@ -36,7 +36,7 @@ from ..staging import staged_entries
 from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, parse_args
 from .checkpointing import choose_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from .data import EpochShuffleSampler, training_pairs, validation_pairs
-from .feature_cache import FeatureCache, cached_objective
+from .feature_cache import PairViewCache, cached_objective
 from .forward import training_forward
 from .metrics import StepMetrics
 from .run_folder import RunLock, TrainLog, clean_leftovers, prepare_fresh_folder
@@ -85,7 +85,7 @@ class Run:
     schedule: Schedule
     settings: dict[str, Any]
     output_dir: Path
-    feature_cache: FeatureCache | None = None
+    feature_cache: PairViewCache | None = None
 
 
 @dataclass
@@ -400,7 +400,7 @@ def finish(run: Run, state: RunState, log: TrainLog) -> TrainOutput:
     return TrainOutput(adapter, metrics)
 
 
-def build_feature_cache(run: Run) -> FeatureCache:
+def build_feature_cache(run: Run) -> PairViewCache:
     """The views of the first ``feature_cache_pairs`` pairs, PEA drawn as the uncached steps would;
     read from ``feature_cache_file`` when it holds views made with the same settings."""
     args, accelerator = run.args, run.accelerator
@@ -409,12 +409,12 @@ def build_feature_cache(run: Run) -> FeatureCache:
     settings = {name: run.settings.get(name) for name in VIEWS}
     if args.feature_cache_file and Path(args.feature_cache_file).is_file():
         print(f"co-settle: reading the cached views of {args.feature_cache_pairs} pairs from {args.feature_cache_file}", flush=True)
-        return FeatureCache.load(args.feature_cache_file, settings, device=accelerator.device)
+        return PairViewCache.load(args.feature_cache_file, settings, device=accelerator.device)
     run.loader.set_epoch(0)
     batches = ((frames, torch.Generator().manual_seed(args.seed * 1_000_003 + i))
                for i, (frames, _) in enumerate(run.loader) if frames is not None)
     print(f"co-settle: caching the backbone's views of {args.feature_cache_pairs} pairs", flush=True)
-    cache = FeatureCache.build(run.model, batches, args.feature_cache_pairs)
+    cache = PairViewCache.build(run.model, batches, args.feature_cache_pairs)
     if args.feature_cache_file:
         cache.save(args.feature_cache_file, settings)
     return cache
