@@ -23,6 +23,7 @@ from video_factory import moving_pattern_frames, write_frame_folder
 from co_settle_hf import CoSettleModel
 from co_settle_hf.data import BadDataError
 from co_settle_hf.errors import CheckpointError, RunFolderError
+from co_settle_hf.training.settings import APPLIED, REPLAYED, VIEWS
 from co_settle_hf.training.trainer import main as train
 
 TESTS = Path(__file__).parent
@@ -204,6 +205,11 @@ def test_resume_applies_or_refuses_every_changed_setting(workspace, tmp_path):
     assert summary["learning_rate"] == 5e-3 and (summary["resize"], summary["crop_rule"]) == ("antialiased", "torchvision")
     assert summary["changed_on_resume"] == [{"step": 2, "learning_rate": [1e-3, 5e-3], "warmup_steps": [0, 1], "max_steps": [2, 4]}]
     assert "changed_on_resume" in (resumed / "README.md").read_text()
+    # The resume rules name only settings a checkpoint records: a renamed field cannot silently drop out.
+    recorded = json.loads(next((output / "checkpoints").glob("step_*[0-9]/co_settle_run.json")).read_text())["settings"]
+    for kind in (REPLAYED, VIEWS, APPLIED):
+        assert set(kind) <= set(recorded), sorted(set(kind) - set(recorded))
+    assert set(REPLAYED).isdisjoint(APPLIED) and set(VIEWS) - {"feature_cache_pairs"} <= set(REPLAYED)
 
 
 # ---------------------------------------------------------------- 8 and kill -9: nothing half-written
