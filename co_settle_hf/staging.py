@@ -5,7 +5,8 @@ exports, the converted demo backbone): a target name appears only once its conte
 The content is written under a hidden staging name in the same folder (`.NAME.<random>.partial`),
 then renamed onto the target in one step; a crash, an error or kill -9 leaves at most a staging
 entry, never a half-written target. A folder that already exists is swapped with the new one in one
-step where Linux offers it (renameat2 RENAME_EXCHANGE), so no moment lacks either.
+step where Linux offers it (renameat2 RENAME_EXCHANGE), so no moment lacks either. Staged content
+is fsynced before its rename and the folder after it, so the rule holds across a power cut too.
 
 `staged_entries` serves folders that hold more than what is written (a run folder with its
 checkpoints and logs, a user's adapter folder): each written entry is renamed in, and a commit file
@@ -44,7 +45,9 @@ def staged_file(target: str | os.PathLike) -> Iterator[Path]:
     staged = Path(name)
     try:
         yield staged
+        flush(staged)
         os.replace(staged, target)
+        flush(target.parent)
     finally:
         staged.unlink(missing_ok=True)
 
@@ -57,10 +60,12 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     staged = Path(tempfile.mkdtemp(prefix=staging_name(target), suffix=STAGING_SUFFIX, dir=target.parent))
     try:
         yield staged
+        flush(staged)
         if target.exists():
             exchange(staged, target)  # `staged` now holds the old folder, removed below
         else:
             os.replace(staged, target)
+        flush(target.parent)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 
@@ -73,6 +78,7 @@ def staged_entries(folder: str | os.PathLike, commit_file: str) -> Iterator[Path
     staged = Path(tempfile.mkdtemp(prefix=staging_name(folder), suffix=STAGING_SUFFIX, dir=folder))
     try:
         yield staged
+        flush(staged)
         (folder / commit_file).unlink(missing_ok=True)  # from here on, no half-replaced folder passes for complete
         for entry in sorted(staged.iterdir(), key=lambda path: path.name == commit_file):
             destination = folder / entry.name
@@ -81,8 +87,20 @@ def staged_entries(folder: str | os.PathLike, commit_file: str) -> Iterator[Path
                 shutil.rmtree(entry)
             else:
                 os.replace(entry, destination)
+        flush(folder)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+
+
+def flush(path: Path) -> None:
+    """fsync a staged file, or a folder and everything in it, before a rename publishes it (and the folder
+    holding a rename after it): a power cut then leaves the old content or the new, never empty files."""
+    for item in [*path.rglob("*"), path] if path.is_dir() else [path]:
+        handle = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
 
 
 def exchange(a: Path, b: Path) -> None:

@@ -47,7 +47,7 @@ def export_onnx(model: CoSettleModel, output: str | os.PathLike, *, overwrite: b
         raise FileExistsError(f"{output} exists: pass overwrite=True (--overwrite) to replace it")
     if output.suffix != ".onnx":
         raise SettingsError(f"the ONNX output should end in .onnx, got {output}")
-    graph = _Features(model.float().eval())
+    graph = _Features(model.float()).eval()  # the wrapper too: the exporter reads its mode
     patch = model.patch_size
     example = torch.zeros(2, 3, TRACE_GRID[0] * patch, TRACE_GRID[1] * patch, device=model.device)
     rows, cols = torch.export.Dim("patch_rows", min=1), torch.export.Dim("patch_cols", min=1)
@@ -68,7 +68,7 @@ def check_onnx(model: CoSettleModel, path: str | os.PathLike, sizes: Sequence[tu
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("checking an ONNX export needs onnxruntime: pip install 'co-settle-hf[test]'") from None
+        raise ImportError("checking an ONNX export needs onnxruntime: pip install 'co-settle-hf[export]'") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
     differences = {}
