@@ -252,7 +252,7 @@ def bench_tradeoff(counts: Sequence[int], frames: int = 40, grid: int = 14, dim:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="co-settle bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--batch-size", type=int, default=8)
@@ -266,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     parser.add_argument("--tradeoff-videos", type=int, nargs="+", default=[100, 1000],
                         help="video counts at which the trade-off analysis is timed")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def execute(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """`co-settle bench` on its parsed command line: the table's rows (section, measurement, value)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = vit_small(device)
     print(f"co-settle bench on {device_name(device)}, torch {torch.__version__}, backbone {encoder.name_or_path}", flush=True)
@@ -288,7 +292,3 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
     for section, name, value in rows:
         print(f"| {section} | {name} | {value} |")
     return rows
-
-
-def cli_main(argv: list[str]) -> None:
-    main(argv)

@@ -1,53 +1,95 @@
-"""`co-settle`: one command line for training, evaluation, the demo, benchmarks and conversion.
+"""`co-settle`: one command tree for training, evaluation, the demo, benchmarks, import and export.
 
-Each subcommand hands its remaining arguments to the module that owns it, so `co-settle train`
-takes exactly the arguments of `accelerate launch -m co_settle_hf.train`. The library raises
-exceptions; `run` is the one place where a refusal becomes a message and an exit status.
+Each subcommand's parser is its module's own `build_parser()`, mounted here as a parent, so
+`co-settle train` and `accelerate launch -m co_settle_hf.train` take the same flags with the same
+help, and the flags every command shares are spelled once (`shared_flags`). The library raises
+exceptions; `main` is the one place where a refusal becomes a message and an exit status.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
+from . import benchmark
+from .demo import ablation
+from .demo import run as demo
 from .errors import CoSettleError
+from .evaluation import cli as evaluation
+from .evaluation import tapvid_data
+from .export import cli as export
+from .official import importing
+from .training import arguments as training_arguments
+from .training import trainer
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line summary, its module's parser and what runs on the parsed arguments."""
+
+    summary: str
+    build_parser: Callable[[], argparse.ArgumentParser]
+    execute: Callable[[argparse.Namespace], Any]
+
 
 COMMANDS = {
-    "train": ("co_settle_hf.training.trainer", "adapt a backbone on unlabeled video (Accelerate)"),
-    "eval": ("co_settle_hf.evaluation.cli", "DAVIS / JHMDB / VIP propagation, TAP-Vid point tracking, UCF101 / HMDB51 retrieval and the trade-off analysis"),
-    "demo": ("co_settle_hf.demo.run", "the whole method offline on real weights and real footage"),
-    "ablate": ("co_settle_hf.demo.ablation", "what each choice of a short run is worth, over seeds, on the demo's benchmark"),
-    "bench": ("co_settle_hf.benchmark", "cost of everything beside the backbone, as ratios"),
-    "convert-official": ("co_settle_hf.official.importing:deprecated_convert_main", "deprecated: import-official --checkpoint FILE.pth --backbone ID"),
-    "export": ("co_settle_hf.export.cli", "an adapter and its backbone as one ONNX graph with dynamic batch and size"),
-    "import-official": ("co_settle_hf.official.importing", "one of the paper's eight published models as a self-contained adapter"),
+    "train": Command("adapt a backbone on unlabeled video (Accelerate)", training_arguments.build_parser, trainer.execute),
+    "eval": Command("DAVIS / JHMDB / VIP propagation, TAP-Vid point tracking, UCF101 / HMDB51 retrieval and the trade-off "
+                    "analysis", evaluation.build_parser, evaluation.run_evaluation),
+    "demo": Command("the whole method offline on real weights and real footage", demo.build_parser, demo.execute),
+    "ablate": Command("what each choice of a short run is worth, over seeds, on the demo's benchmark",
+                      ablation.build_parser, ablation.execute),
+    "bench": Command("cost of everything beside the backbone, as ratios", benchmark.build_parser, benchmark.execute),
+    "export": Command("an adapter and its backbone as one ONNX graph with dynamic batch and size", export.build_parser,
+                      export.execute),
+    "import-official": Command("one of the paper's eight published models (or an authors' checkpoint) as an adapter",
+                               importing.build_parser, importing.execute),
+    "convert-tapvid": Command("the published TAP-Vid pickle as one .npz per video (read by an array-only unpickler)",
+                              tapvid_data.build_parser, tapvid_data.execute),
 }
-
+#: Commands that went: their arguments are forwarded to the command that replaced them, with a notice.
+DEPRECATED = {"convert-official": ("import-official", "--checkpoint")}
 
 #: What a command refuses with: the project's errors and the built-in ones they refine (bad settings, files).
 REFUSALS = (CoSettleError, ValueError, OSError)
 
 
-def run(command: str, argv: Sequence[str]) -> Any:
-    """Run one subcommand on `argv`; a refusal exits with `co-settle <command> [<task>]: <message>` (status 1)."""
-    module, _, function = COMMANDS[command][0].partition(":")
-    try:
-        return getattr(importlib.import_module(module), function or "cli_main")(list(argv))
-    except REFUSALS as error:
-        task = f" {argv[0]}" if argv and not argv[0].startswith("-") else ""  # e.g. `co-settle eval davis`
-        raise SystemExit(f"co-settle {command}{task}: {error}") from None
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="co-settle", description="Co-Settle: frozen image ViTs made into video models.",
+                                     epilog="Deprecated: " + ", ".join(f"{old} (now {' '.join(new)})" for old, new in DEPRECATED.items()))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        own = command.build_parser()
+        commands.add_parser(name, parents=[own], add_help=False, help=command.summary, description=own.description,
+                            formatter_class=own.formatter_class)
+    return parser
+
+
+def forward_deprecated(argv: list[str]) -> list[str]:
+    """`co-settle convert-official FILE.pth ...` as `co-settle import-official --checkpoint FILE.pth ...`."""
+    if not argv or argv[0] not in DEPRECATED:
+        return argv
+    command, flag = DEPRECATED[argv[0]]
+    rest = argv[1:]
+    print(f"co-settle {argv[0]} is deprecated and will go: use `co-settle {command} {flag} ...`", file=sys.stderr)
+    return [command, *([flag] if rest and not rest[0].startswith("-") else []), *rest]
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="co-settle", description="Co-Settle: frozen image ViTs made into video models.")
-    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        raise SystemExit(0 if argv else 2)
-    return run(parser.parse_args(argv[:1]).command, argv[1:])
+    """Parse and run one command; a refusal exits with `co-settle <command> [<task>]: <message>` (status 1)."""
+    args = build_parser().parse_args(forward_deprecated(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        return COMMANDS[args.command].execute(args)
+    except REFUSALS as error:
+        task = next((f" {getattr(args, name)}" for name in ("task", "format") if getattr(args, name, None)), "")
+        raise SystemExit(f"co-settle {args.command}{task}: {error}") from None
+
+
+def run(command: str, argv: Sequence[str]) -> Any:
+    """`co-settle <command> <argv>` from Python (the module entry points and the tests use it)."""
+    return main([command, *argv])
 
 
 if __name__ == "__main__":

@@ -279,10 +279,9 @@ def test_push_to_hub_pull_request_tags_and_save_pretrained_push(hub_server, hub_
 
 
 def test_eval_update_card_writes_model_index(tmp_path):
+    from eval_fixtures import eval_cli as cli_main
     from eval_fixtures import write_davis
     from huggingface_hub import ModelCard
-
-    from co_settle_hf.evaluation.cli import cli_main
 
     base = save_backbone("vit", tmp_path / "base")
     CoSettleModel.from_backbone(str(base)).save_pretrained(tmp_path / "adapter", model_card={"training": {"steps": 5}})

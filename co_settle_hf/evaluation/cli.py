@@ -419,10 +419,6 @@ def evaluate(task: str, models: Sequence[str | Path], data_root: str | Path, out
     return run_evaluation(args)
 
 
-def cli_main(argv: Sequence[str]) -> dict[str, Any]:
-    return run_evaluation(build_parser().parse_args(argv))
-
-
 def run_evaluation(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """One evaluation (or comparison of several ``args.model``) as parsed; the results table on the main process."""
     models, args.model = args.model, args.model[0]

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..staging import staged_file
 from .outputs import check_name
 
 
@@ -175,14 +176,21 @@ def convert_pickle_to_npz(pickle_path: str | Path, folder: str | Path) -> list[P
     written = []
     for video in list_tapvid_videos(pickle_path):
         path = folder / f"{video.name}.npz"
-        np.savez(path, video=video.pixels, points=video.points, occluded=video.occluded)
+        with staged_file(path) as staged, staged.open("wb") as handle:  # a file object: savez adds no second suffix
+            np.savez(handle, video=video.pixels, points=video.points, occluded=video.occluded)
         written.append(path)
     return written
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Convert the published TAP-Vid pickle into one .npz per video.")
-    parser.add_argument("pickle", help="tapvid_davis.pkl")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="co-settle convert-tapvid",
+                                     description="Convert the published TAP-Vid pickle into one .npz per video.")
+    parser.add_argument("pickle", help="tapvid_davis.pkl (read by an unpickler that builds only arrays)")
     parser.add_argument("folder", help="where <video>.npz files go")
-    args = parser.parse_args()
-    print(f"wrote {len(convert_pickle_to_npz(args.pickle, args.folder))} videos to {args.folder}")
+    return parser
+
+
+def execute(args: argparse.Namespace) -> list[Path]:
+    written = convert_pickle_to_npz(args.pickle, args.folder)
+    print(f"wrote {len(written)} videos to {args.folder}")
+    return written

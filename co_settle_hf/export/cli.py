@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cli_main(argv: list[str]) -> None:
-    args = build_parser().parse_args(argv)
+def execute(args: argparse.Namespace) -> None:
+    """`co-settle export onnx` on its parsed command line: export, then compare onnxruntime with PyTorch."""
     model = CoSettleModel.from_pretrained(args.adapter, revision=args.revision)
     path = export_onnx(model, args.output_dir, overwrite=args.overwrite, opset=args.opset)
     patch, dim = model.patch_size, model.config.hidden_size

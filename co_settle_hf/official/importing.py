@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from huggingface_hub import hf_hub_download
 
 from ..backbones.encoder import BackboneEncoder
 from ..backbones.families import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import SettingsError
 from ..hub.model_card import eval_result
 from ..modeling_co_settle import CoSettleModel
 from ..shared_flags import add_shared
@@ -156,23 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cli_main(argv: list[str]) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def execute(args: argparse.Namespace) -> Path:
+    """`co-settle import-official` on its parsed command line: a published model by NAME, or --checkpoint on --backbone."""
     if (args.name is None) == (args.checkpoint is None):
-        parser.error("give NAME (a published model) or --checkpoint FILE.pth with --backbone, not both")
+        raise SettingsError("give NAME (a published model) or --checkpoint FILE.pth with --backbone, not both")
     if args.checkpoint:
         if not args.backbone:
-            parser.error("--checkpoint needs --backbone: the backbone the checkpoint's projection was trained on")
+            raise SettingsError("--checkpoint needs --backbone: the backbone the checkpoint's projection was trained on")
         out = convert_official_checkpoint(args.checkpoint, args.backbone, args.output_dir, revision=args.backbone_revision)
     else:
         out = import_official(args.name, args.output_dir, args.source, args.revision, args.push_to_hub, args.max_checkpoint_bytes, args.overwrite)
     print(f"Wrote {out} (load it with CoSettleModel.from_pretrained({str(out)!r}))")
-
-
-def deprecated_convert_main(argv: list[str]) -> None:
-    """`co-settle convert-official FILE.pth --backbone ID --output DIR`: forwards to `import-official --checkpoint`."""
-    print("co-settle convert-official is deprecated and will go: use `co-settle import-official --checkpoint FILE.pth "
-          "--backbone ID --output-dir DIR`", file=sys.stderr)
-    checkpoint = [argv[0]] if argv and not argv[0].startswith("-") else []
-    cli_main(["--checkpoint", *checkpoint, *argv[len(checkpoint):]] if checkpoint else argv)
+    return out

@@ -8,10 +8,10 @@ settings take their defaults, help and choices from `ObjectiveSettings`, where t
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -237,27 +237,43 @@ def command_line(args: CoSettleTrainingArguments) -> list[str]:
 
 
 def build_parser() -> HfArgumentParser:
-    return HfArgumentParser(GROUPS, prog="co-settle train",
-                            description="Adapt a frozen image ViT to video with Co-Settle (run under `accelerate launch`). "
-                                        "A first argument ending in .json/.yaml is a settings file; flags after it override it.")
+    parser = HfArgumentParser(GROUPS, prog="co-settle train",
+                              description="Adapt a frozen image ViT to video with Co-Settle (run under `accelerate launch`). "
+                                          "A first argument ending in .json/.yaml is a settings file; flags after it override it.")
+    parser.add_argument("settings_file", nargs="?", action=SettingsFile, metavar="SETTINGS.yaml",
+                        help="a JSON or YAML file of settings (field names as keys), read before the flags that follow it")
+    return parser
+
+
+class SettingsFile(argparse.Action):
+    """The settings of a JSON / YAML file as if given first: argparse reads it where it stands, before the flags after it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        if values is None:
+            return
+        types = {action.dest: action.type for action in parser._actions if action.type}
+        for name, value in read_settings_file(parser, Path(values)).items():  # a string is converted as a flag's text is
+            setattr(namespace, name, types[name](value) if isinstance(value, str) and name in types else value)
+
+
+def from_namespace(namespace: argparse.Namespace) -> CoSettleTrainingArguments:
+    """The run's arguments from a parsed command line (settings file and flags); bad values raise ValueError."""
+    return CoSettleTrainingArguments(**{f.name: getattr(namespace, f.name) for f in fields(CoSettleTrainingArguments)})
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CoSettleTrainingArguments:
-    """Flags (either spelling), or a JSON/YAML settings file followed by overriding flags."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Flags (either spelling), or a JSON/YAML settings file followed by overriding flags; bad values exit as usage errors."""
     parser = build_parser()
-    if argv and Path(argv[0]).suffix.lower() in CONFIG_SUFFIXES and not argv[0].startswith("-"):
-        parser.set_defaults(**read_settings_file(parser, Path(argv[0])))
-        argv = argv[1:]
     try:
-        groups = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
-        return CoSettleTrainingArguments(**{k: v for group in groups for k, v in asdict(group).items()})
+        return from_namespace(parser.parse_args(argv))
     except ValueError as error:
         parser.error(str(error))
 
 
 def read_settings_file(parser: HfArgumentParser, path: Path) -> dict[str, Any]:
     """The settings of a JSON or YAML file, checked against the known fields."""
+    if path.suffix.lower() not in CONFIG_SUFFIXES:
+        parser.error(f"{path}: a settings file ends in {', '.join(CONFIG_SUFFIXES)} (every other setting is a --flag)")
     if not path.is_file():
         parser.error(f"settings file not found: {path}")
     try:

@@ -13,6 +13,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ from ..data import IMAGENET_MEAN, IMAGENET_STD, FramePairDataset, PairTransform,
 from ..errors import CoSettleError, DataSourceError, SettingsError
 from ..modeling_co_settle import CONFIG_NAME, CoSettleModel
 from ..staging import staged_entries
-from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, parse_args
+from .arguments import METHOD_FIELDS, CoSettleTrainingArguments, from_namespace, parse_args
 from .checkpointing import choose_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from .data import EpochShuffleSampler, training_pairs, validation_pairs
 from .feature_cache import PairViewCache, cached_objective
@@ -443,11 +444,14 @@ def train(args: CoSettleTrainingArguments, train_dataset: Any = None) -> TrainOu
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """The command line (`co-settle train` / `accelerate launch -m co_settle_hf.train`): parse, train, return the folder."""
+    """Parse `argv` as `co-settle train` does (bad values are usage errors), train, return the folder."""
     args = parse_args(argv)
     train(args)
     return Path(args.output_dir)
 
 
-def cli_main(argv: list[str]) -> None:
-    main(argv)
+def execute(namespace: argparse.Namespace) -> Path:
+    """`co-settle train` (and `accelerate launch -m co_settle_hf.train`) on its parsed command line."""
+    args = from_namespace(namespace)
+    train(args)
+    return Path(args.output_dir)
