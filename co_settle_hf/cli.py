@@ -77,9 +77,9 @@ def forward_deprecated(argv: list[str]) -> list[str]:
     return [command, *([flag] if rest and not rest[0].startswith("-") else []), *rest]
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    """Parse and run one command; a refusal exits with `co-settle <command> [<task>]: <message>` (status 1)."""
-    args = build_parser().parse_args(forward_deprecated(list(sys.argv[1:] if argv is None else argv)))
+def execute(argv: list[str]) -> Any:
+    """Parse and run one command line; a refusal exits with `co-settle <command> [<task>]: <message>` (status 1)."""
+    args = build_parser().parse_args(forward_deprecated(argv))
     try:
         return COMMANDS[args.command].execute(args)
     except REFUSALS as error:
@@ -88,8 +88,14 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 def run(command: str, argv: Sequence[str]) -> Any:
-    """`co-settle <command> <argv>` from Python (the module entry points and the tests use it)."""
-    return main([command, *argv])
+    """`co-settle <command> <argv>` from Python, returning what the command made (a folder, a results table, ...).
+    The module entry points and the tests use it."""
+    return execute([command, *argv])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `co-settle` console script. It returns nothing: a returned value would become the exit status."""
+    execute(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ spells the shared flags the same way (co_settle_hf.shared_flags), each spelling 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from eval_fixtures import write_tapvid_pickle
 
 from co_settle_hf.cli import COMMANDS, build_parser, run
 from co_settle_hf.shared_flags import SPELLINGS
@@ -75,3 +79,14 @@ def test_a_refusal_names_the_command_and_the_flag(tmp_path):
     with pytest.raises(SystemExit, match=r"^co-settle eval davis: .*--data-root .*missing does not exist"):
         run("eval", ["davis", "--model", "m", "--data-root", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "e")])
     assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
+
+
+def test_the_console_script_exits_0_on_success_and_1_on_a_refusal(tmp_path):
+    """`co-settle` as installed: a command's result (here the written files) is never taken for an exit status."""
+    script = str(Path(sys.executable).parent / "co-settle")
+    pickle = write_tapvid_pickle(tmp_path / "tapvid_davis.pkl")
+    done = subprocess.run([script, "convert-tapvid", str(pickle), str(tmp_path / "npz")], capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (0, "") and "wrote 2 videos" in done.stdout
+    refused = subprocess.run([script, "convert-tapvid", str(tmp_path / "missing.pkl"), str(tmp_path / "other")],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stderr.startswith("co-settle convert-tapvid: ") and "missing.pkl" in refused.stderr
