@@ -88,7 +88,7 @@ def bench_step(encoder, batch: int, size: int, repeats: int, device: torch.devic
         optimizer.zero_grad()
 
     def naive_step() -> None:
-        pea = draw_pea(model.config, batch, grid, device=device)
+        pea = draw_pea(model.config.objective, batch, grid, device=device)
         views = [model(frames[:, 0]), model(frames[:, 1]), model(frames[:, 0], pea=pea)]
         z = torch.stack([v.backbone_features.flatten(1, 2) for v in views], 1)
         p = torch.stack([v.features.flatten(1, 2) for v in views], 1)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, replace
+from typing import Any, Mapping
 
 from transformers import PreTrainedConfig
 
@@ -40,9 +41,10 @@ class CoSettleConfig(PreTrainedConfig):
             (checked when a backbone is attached).
         image_mean / image_std: normalisation the backbone expects (saved in the image processor).
         image_size: training resolution (square); the image processor resizes to it.
-        cycle_temperature, pool_size, pea_alpha, pea_mode, pea_per_sample, separability, kl_direction,
-            separability_weight, frame_gap: the method's settings, declared (with their help) in
-            `objective.settings.ObjectiveSettings`; `config.objective` gives them as one object.
+        objective: the method's settings (temperature, pooling, PEA, separability, frame gap), an
+            `ObjectiveSettings` or a mapping of the ones that differ from the published recipe;
+            saved nested, as `"objective": {...}` in config.json. Adapters saved before the
+            nesting kept them as top-level keys (`cycle_temperature=...`); those keys are still read.
         initializer_range: std of the truncated-normal initialisation of the projection's weights.
         projection_init: how a fresh projection's linears start: `released` (as the authors' model
             file of the backbone's family does; `from_backbone` records the concrete name), or
@@ -70,15 +72,7 @@ class CoSettleConfig(PreTrainedConfig):
         image_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN,
         image_std: list[float] | tuple[float, ...] = IMAGENET_STD,
         image_size: int = 224,
-        cycle_temperature: float = OBJECTIVE.cycle_temperature,
-        pool_size: int = OBJECTIVE.pool_size,
-        pea_alpha: float | None = OBJECTIVE.pea_alpha,
-        pea_mode: str = OBJECTIVE.pea_mode,
-        pea_per_sample: bool = OBJECTIVE.pea_per_sample,
-        separability: str = OBJECTIVE.separability,
-        kl_direction: str = OBJECTIVE.kl_direction,
-        separability_weight: float = OBJECTIVE.separability_weight,
-        frame_gap: float = OBJECTIVE.frame_gap,
+        objective: ObjectiveSettings | Mapping[str, Any] | None = None,
         initializer_range: float = 0.02,
         projection_init: str = RELEASED,
         apply_final_norm: bool = True,
@@ -88,10 +82,6 @@ class CoSettleConfig(PreTrainedConfig):
         _check_choice("projection", projection, PROJECTIONS)
         _check_choice("projection_init", projection_init, PROJECTION_INIT_CHOICES)
         _check_choice("position_interpolation", position_interpolation, tuple(POSITION_INTERPOLATIONS))
-        ObjectiveSettings(  # checks the method's settings
-            cycle_temperature=cycle_temperature, pool_size=pool_size, pea_alpha=pea_alpha, pea_mode=pea_mode,
-            pea_per_sample=pea_per_sample, separability=separability, kl_direction=kl_direction,
-            separability_weight=separability_weight, frame_gap=frame_gap)
         self.projection = projection
         self.hidden_size = hidden_size
         self.base_model_name_or_path = base_model_name_or_path
@@ -103,26 +93,38 @@ class CoSettleConfig(PreTrainedConfig):
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
         self.image_size = image_size
-        self.cycle_temperature = cycle_temperature
-        self.pool_size = pool_size
-        self.pea_alpha = pea_alpha
-        self.pea_mode = pea_mode
-        self.pea_per_sample = pea_per_sample
-        self.separability = separability
-        self.kl_direction = kl_direction
-        self.separability_weight = separability_weight
-        self.frame_gap = frame_gap
+        self._objective = OBJECTIVE
+        self.objective = {**_as_mapping(objective), **{name: kwargs.pop(name) for name in OBJECTIVE_FIELDS if name in kwargs}}
         self.initializer_range = initializer_range
         self.projection_init = projection_init
         self.apply_final_norm = apply_final_norm
         self.position_interpolation = position_interpolation
         super().__init__(**kwargs)
 
-
     @property
     def objective(self) -> ObjectiveSettings:
-        """This adapter's method settings as one object (the same names as the config's attributes)."""
-        return ObjectiveSettings(**{name: getattr(self, name) for name in OBJECTIVE_FIELDS})
+        """This adapter's method settings (`config.objective.cycle_temperature`, ...)."""
+        return self._objective
+
+    @objective.setter
+    def objective(self, changes: ObjectiveSettings | Mapping[str, Any]) -> None:
+        """New settings, or a mapping of the ones to change: `from_pretrained(..., objective={"pool_size": 4})`
+        sets a mapping, which changes those settings and keeps the others."""
+        changes = _as_mapping(changes)
+        unknown = sorted(set(changes) - set(OBJECTIVE_FIELDS))
+        if unknown:
+            raise ValueError(f"objective: unknown settings {unknown}; the settings are {', '.join(OBJECTIVE_FIELDS)}")
+        self._objective = replace(self._objective, **changes)  # ObjectiveSettings checks every value
+
+    def to_dict(self) -> dict[str, Any]:
+        """transformers' serialisation, with the method's settings nested under "objective"."""
+        output = super().to_dict()
+        output["objective"] = asdict(output.pop("_objective"))
+        return output
+
+
+def _as_mapping(objective: ObjectiveSettings | Mapping[str, Any] | None) -> dict[str, Any]:
+    return asdict(objective) if isinstance(objective, ObjectiveSettings) else dict(objective or {})
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

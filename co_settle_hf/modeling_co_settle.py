@@ -186,7 +186,7 @@ class CoSettleModel(PreTrainedModel):
             image_std=list(backbone.image_std),
         )
         if not backbone.supports_pea:
-            settings["pea_alpha"] = None  # nothing to augment: PEA has no meaning here
+            settings["objective"] = {"pea_alpha": None}  # nothing to augment: PEA has no meaning here
         settings.update(config_overrides)
         settings["projection_init"] = resolve_projection_init(settings.get("projection_init", RELEASED), backbone.model_type)
         return cls(CoSettleConfig(**settings), backbone=backbone)

@@ -115,8 +115,9 @@ def test_projection_variants_parameter_counts():
 
 def test_config_defaults_are_the_published_recipe():
     config = CoSettleConfig()
-    assert (config.projection, config.cycle_temperature, config.pool_size, config.pea_alpha) == ("linear", 0.03, 2, 10.0)
-    assert (config.separability, config.kl_direction, config.separability_weight, config.frame_gap) == ("kl", "code", 3.0, 0.15)
+    objective = config.objective
+    assert (config.projection, objective.cycle_temperature, objective.pool_size, objective.pea_alpha) == ("linear", 0.03, 2, 10.0)
+    assert (objective.separability, objective.kl_direction, objective.separability_weight, objective.frame_gap) == ("kl", "code", 3.0, 0.15)
     with pytest.raises(ValueError, match="projection"):
         CoSettleConfig(projection="mlp9")
 

@@ -152,7 +152,8 @@ def test_dtype_device_map_attn_implementation_and_subfolder(vit_adapter, tmp_pat
     assert torch.equal(nested(x).features, adapter(x).features)
     with pytest.raises(TypeError, match="not_a_setting"):
         CoSettleModel.from_pretrained(folder, not_a_setting=1)
-    assert CoSettleModel.from_pretrained(folder, pool_size=4).config.pool_size == 4  # config fields, as in transformers
+    changed = CoSettleModel.from_pretrained(folder, objective={"pool_size": 4}).config.objective  # as a sub-config is changed
+    assert (changed.pool_size, changed.cycle_temperature) == (4, adapter.config.objective.cycle_temperature)
 
 
 def test_subfolder_and_backbone_revision_on_the_hub(hub_server, hub_repo_id, tmp_path):

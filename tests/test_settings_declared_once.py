@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import re
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ DECLARED = {
 }
 DECLARATIONS = {"TradeoffSettings"}  # where the trade-off analysis declares its own knobs (ObjectiveSettings: the method's)
 MODULES = [
-    "co_settle_hf.configuration_co_settle", "co_settle_hf.objective.cycle", "co_settle_hf.objective.loss",
+    "co_settle_hf.objective.cycle", "co_settle_hf.objective.loss",
     "co_settle_hf.objective.separability", "co_settle_hf.data.sampling", "co_settle_hf.data.pairs",
     "co_settle_hf.evaluation.tradeoff", "co_settle_hf.evaluation.plots", "co_settle_hf.evaluation.jhmdb",
     "co_settle_hf.evaluation.compare",
@@ -75,7 +76,7 @@ def test_every_default_equals_the_declared_value(module_name):
                 assert tuple(parameter.default) == tuple(DECLARED[name]) if isinstance(DECLARED[name], tuple) \
                     else parameter.default == DECLARED[name], f"{function.__qualname__}({name}={parameter.default!r})"
                 checked += 1
-    assert checked or module_name.endswith(("plots", "configuration_co_settle", "tradeoff")), module_name
+    assert checked or module_name.endswith(("plots", "tradeoff")), module_name
 
 
 def test_config_and_trainer_flags_take_the_declared_defaults_help_and_choices():
@@ -84,10 +85,26 @@ def test_config_and_trainer_flags_take_the_declared_defaults_help_and_choices():
     assert CoSettleConfig(cycle_temperature=0.1, pool_size=3).objective.cycle_temperature == 0.1
     by_name = {f.name: f for f in fields(CoSettleTrainingArguments)}
     for name, declared in OBJECTIVE_FIELDS.items():
-        assert getattr(config, name) == declared.default, name
+        assert getattr(config.objective, name) == declared.default, name
         assert by_name[name].default == declared.default, name
         assert by_name[name].metadata["help"] == declared.metadata["help"], name
         assert by_name[name].metadata.get("choices") == declared.metadata.get("choices"), name
+
+
+def test_the_config_nests_the_method_settings_and_still_reads_the_flat_keys_saved_before(tmp_path):
+    CoSettleConfig(objective={"pool_size": 3, "pea_alpha": None}).save_pretrained(tmp_path / "nested")
+    saved = json.loads((tmp_path / "nested" / "config.json").read_text())
+    assert saved["objective"] == asdict(ObjectiveSettings(pool_size=3, pea_alpha=None))
+    assert not set(OBJECTIVE_FIELDS) & set(saved)  # one place in config.json
+    assert CoSettleConfig.from_pretrained(tmp_path / "nested").objective == ObjectiveSettings(pool_size=3, pea_alpha=None)
+
+    (tmp_path / "flat").mkdir()  # a config.json as adapters were saved before the nesting
+    flat = {key: value for key, value in saved.items() if key != "objective"} | {"pool_size": 4, "frame_gap": 0.3}
+    (tmp_path / "flat" / "config.json").write_text(json.dumps(flat))
+    assert CoSettleConfig.from_pretrained(tmp_path / "flat").objective == ObjectiveSettings(pool_size=4, frame_gap=0.3)
+    assert CoSettleConfig(objective=ObjectiveSettings(pool_size=5)).objective.pool_size == 5
+    with pytest.raises(ValueError, match=r"objective: unknown settings \['pool'\]"):
+        CoSettleConfig(objective={"pool": 3})
 
 
 @pytest.mark.parametrize("change, message", [

@@ -247,7 +247,7 @@ def test_relative_position_backbones_need_pea_off_explicitly(workspace, tmp_path
         train([*args, "--output-dir", str(tmp_path / "refused")])
     assert not (tmp_path / "refused").exists()
     output = train([*args, "--output-dir", str(tmp_path / "ok"), "--no-pea"])
-    assert CoSettleModel.from_pretrained(output).config.pea_alpha is None
+    assert CoSettleModel.from_pretrained(output).config.objective.pea_alpha is None
 
 
 def test_projection_init_resize_and_crop_rule_reach_the_run_and_its_card(workspace, tmp_path, monkeypatch):

@@ -66,10 +66,10 @@ def test_rotary_pea_equals_slice_of_a_larger_grid(monkeypatch):
 
 def test_relative_position_backbones_refuse_pea_unless_off():
     model = CoSettleModel.from_backbone(build_backbone("beit"))
-    assert model.config.pea_alpha is None  # switched off explicitly for a relative-bias backbone
+    assert model.config.objective.pea_alpha is None  # switched off explicitly for a relative-bias backbone
     frames = torch.randn(2, 2, 3, 224, 224)
     assert torch.isfinite(training_forward(model, frames).loss)
-    model.config.pea_alpha = 10.0
+    model.config.objective = {"pea_alpha": 10.0}
     with pytest.raises(PEAUnavailableError, match="relative position bias.*turn PEA off"):
         training_forward(model, frames)
 
@@ -81,7 +81,7 @@ def test_one_3b_pass_equals_three_separate_passes(family):
     frames = torch.randn(3, 2, 3, 224, 224)
     fused = training_forward(model, frames, torch.Generator().manual_seed(7))
 
-    pea = draw_pea(model.config, 3, (14, 14), torch.Generator().manual_seed(7))
+    pea = draw_pea(model.config.objective, 3, (14, 14), torch.Generator().manual_seed(7))
     assert pea is not None and len(set(map(tuple, pea.offsets.tolist()))) > 1
     views = [model(frames[:, 0]), model(frames[:, 1]), model(frames[:, 0], pea=pea)]
     z = torch.stack([v.backbone_features.flatten(1, 2) for v in views], 1)
@@ -123,7 +123,7 @@ def test_beit_with_absolute_embeddings_gets_pea():
     with torch.no_grad():
         model.embeddings.position_embeddings.normal_()  # BEiT starts its table at zero
     adapter = CoSettleModel.from_backbone(model)
-    assert adapter.backbone.position_kind == "learned" and adapter.config.pea_alpha == 10.0
+    assert adapter.backbone.position_kind == "learned" and adapter.config.objective.pea_alpha == 10.0
     x = torch.randn(1, 3, 224, 224)
     plain = adapter.backbone.patch_tokens(x)[0]
     assert not torch.allclose(adapter.backbone.patch_tokens(x, PositionCrop(10.0, torch.tensor([[3, 7]])))[0], plain)

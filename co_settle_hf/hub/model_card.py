@@ -195,18 +195,19 @@ extractor = pipeline("image-feature-extraction", model="{repo_id}")  # last_hidd
 
 
 def _settings(config: CoSettleConfig) -> str:
-    pea = "off" if config.pea_alpha is None else (
-        f"alpha {config.pea_alpha}, {config.pea_mode} crop, {'per sample' if config.pea_per_sample else 'per batch'}")
-    kl = f" ({config.kl_direction} direction)" if config.separability == "kl" else ""
+    objective = config.objective
+    pea = "off" if objective.pea_alpha is None else (
+        f"alpha {objective.pea_alpha}, {objective.pea_mode} crop, {'per sample' if objective.pea_per_sample else 'per batch'}")
+    kl = f" ({objective.kl_direction} direction)" if objective.separability == "kl" else ""
     rows = [
         ("backbone family", f"`{config.base_model_type}` (patch {config.patch_size}, {config.num_prefix_tokens} prefix tokens dropped)"),
         ("projection", f"`{config.projection}`"),
         ("projection initialisation", f"`{config.projection_init}`"),
-        ("cycle temperature", config.cycle_temperature),
-        ("pooling on the patch grid", f"{config.pool_size}x{config.pool_size}"),
+        ("cycle temperature", objective.cycle_temperature),
+        ("pooling on the patch grid", f"{objective.pool_size}x{objective.pool_size}"),
         ("PEA", pea),
-        ("separability", f"{config.separability}{kl}, weight {config.separability_weight}"),
-        ("frame gap", f"{config.frame_gap} of the clip"),
+        ("separability", f"{objective.separability}{kl}, weight {objective.separability_weight}"),
+        ("frame gap", f"{objective.frame_gap} of the clip"),
         ("image size and normalisation", f"{config.image_size}, mean {config.image_mean}, std {config.image_std}"),
     ]
     return _table(("setting", "value"), rows)

@@ -1,9 +1,9 @@
 """The method's settings, declared once: defaults, help and choices.
 
-`CoSettleConfig` takes its defaults from `OBJECTIVE`, the trainer's flags take default, help and
-choices from the fields' metadata (`HfArgumentParser` reads `metadata["help"]`), and the objective,
-the trade-off analysis and pair sampling default to the same values. The defaults are the published
-recipe (SPEC.md section 2). `CoSettleConfig.objective` gives an adapter's own values as one object.
+`CoSettleConfig` nests one (`config.objective`, saved as `"objective": {...}` in config.json), the
+trainer's flags take default, help and choices from the fields' metadata (`HfArgumentParser` reads
+`metadata["help"]`), and the objective, the trade-off analysis and pair sampling default to the same
+values. The defaults are the published recipe (SPEC.md section 2).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from transformers import HfArgumentParser
 from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import PROJECTIONS, CoSettleConfig
 from ..data.transforms import CROP_RULES, RESIZE_PATHS, PairTransform
-from ..objective.settings import OBJECTIVE_FIELDS
+from ..objective.settings import OBJECTIVE_FIELDS, ObjectiveSettings
 from ..objective.settings import problems as objective_problems
 from ..projection_init import PROJECTION_INIT_CHOICES
 from ..shared_flags import aliases
@@ -211,6 +211,12 @@ class CoSettleTrainingArguments(RunArguments, DataArguments, ModelArguments):
         return [name for name in ("train_dir", "train_list", "dataset_name") if getattr(self, name)]
 
     @property
+    def objective(self) -> ObjectiveSettings:
+        """The method's settings of this run, as its adapter records them (--no_pea: PEA off)."""
+        settings = {name: getattr(self, name) for name in OBJECTIVE_FIELDS}
+        return ObjectiveSettings(**{**settings, "pea_alpha": None if self.no_pea else self.pea_alpha})
+
+    @property
     def clip_length(self) -> float:
         """Seconds per clip cut from long videos (0: whole videos)."""
         return 10.0 if self.clip_seconds is None else self.clip_seconds
@@ -220,7 +226,7 @@ class CoSettleTrainingArguments(RunArguments, DataArguments, ModelArguments):
 
 
 GROUPS = (ModelArguments, DataArguments, RunArguments)
-# The settings that go into the adapter's CoSettleConfig, under the same names.
+# The settings that go into the adapter's CoSettleConfig, under the same names (the method's settings go as `objective`).
 METHOD_FIELDS = tuple(f.name for group in GROUPS for f in fields(group) if f.name in inspect.signature(CoSettleConfig).parameters)
 
 

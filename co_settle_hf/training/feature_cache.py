@@ -37,7 +37,7 @@ def backbone_views(model: nn.Module, frames: Tensor, generator: torch.Generator 
     core = getattr(model, "module", model)
     batch = frames.shape[0]
     grid = core.backbone.grid_size(*frames.shape[-2:])
-    pea = draw_pea(core.config, batch, grid, generator, frames.device)
+    pea = draw_pea(core.config.objective, batch, grid, generator, frames.device)
     with torch.no_grad():
         tokens, (h, w) = core.backbone.patch_tokens(torch.cat([frames[:, 0], frames[:, 1], frames[:, 0]]), pea=pea)
     return tokens.reshape(3, batch, h, w, -1).transpose(0, 1)
@@ -48,7 +48,7 @@ def cached_objective(model: nn.Module, views: Tensor) -> ObjectiveOutput:
     core = getattr(model, "module", model)
     grid = tuple(views.shape[2:4])
     z = views.flatten(2, 3)
-    return views_objective(core.config, z, core.project(z), grid)
+    return views_objective(core.config.objective, z, core.project(z), grid)
 
 
 class PairViewCache:

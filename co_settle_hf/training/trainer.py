@@ -180,9 +180,8 @@ def build_run(args: CoSettleTrainingArguments, train_dataset: Any = None) -> Run
     pairs, label = training_pairs(
         args, PairTransform(size=args.image_size, mean=mean, std=std, resize=args.resize, crop_rule=args.crop_rule), train_dataset)
     validation = validation_pairs(args, mean, std)
-    method = {name: getattr(args, name) for name in METHOD_FIELDS}
-    model = CoSettleModel.from_backbone(backbone, image_mean=list(mean), image_std=list(std),
-                                        **{**method, "pea_alpha": None if args.no_pea else args.pea_alpha})
+    model = CoSettleModel.from_backbone(backbone, image_mean=list(mean), image_std=list(std), objective=args.objective,
+                                        **{name: getattr(args, name) for name in METHOD_FIELDS})
     sampler = EpochShuffleSampler(len(pairs), args.seed, args.max_train_samples) if hasattr(pairs, "__len__") else None
     loader = DataLoader(pairs, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
                         num_workers=args.num_workers, collate_fn=collate_pairs, persistent_workers=args.num_workers > 0)
