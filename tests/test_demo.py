@@ -27,11 +27,11 @@ def test_demo_writes_a_report_of_measured_numbers(tmp_path):
         assert (out / picture).is_file(), picture
     pictures = re.findall(r"\]\(([^)]+)\)", text)
     assert any("tradeoff.png" in p for p in pictures)
-    assert "eval/davis/propagation_sheet.png" in pictures and "eval/retrieval/model2-adapter/confusion.png" in pictures
+    assert "eval/davis/propagation_sheet.png" in pictures and "eval/retrieval/model2-adapted/confusion.png" in pictures
     # Retrieval: windows of the held-out clips, base and adapted in one comparison run.
     retrieval = dict(re.findall(r"^\| clip retrieval (R@1) [^|]*\| ([0-9.]+) \|", text, re.M))
     assert float(retrieval["R@1"]) == round(measured["retrieval"]["base"]["R@1"], 4)
-    split = json.loads((out / "eval" / "retrieval" / "model2-adapter" / "retrieval.json").read_text())
+    split = json.loads((out / "eval" / "retrieval" / "model2-adapted" / "retrieval.json").read_text())
     assert split["gallery"] == 13 and split["queries"] == 7 and split["classes"] == 2  # carphone 120, bunny tail 44
     assert (out / "eval" / "retrieval" / "comparison.md").is_file()
     # Point tracking on the benchmark's object points: base, control and adapter, numbers from the run's files.

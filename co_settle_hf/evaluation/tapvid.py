@@ -102,6 +102,14 @@ class TapVidTask:
 PICTURE_POINTS, PICTURE_FRAMES = 7, 4
 
 
+def write_first_tracks_picture(root: str | Path, folders: dict[str, Path], out: OutputFolder, *,
+                               videos: Sequence[str] | None = None, query_mode: str = QUERY_MODES[0]) -> Path:
+    """``tracks_<video>.png`` of the first video: ground truth and every model in ``folders``, side by side."""
+    video = list_tapvid_videos(root, videos)[0]
+    return write_tracks_picture(video, folders, out.path(f"tracks_{video.name}.png"),
+                                f"{Path(root).name}: {video.name}, {query_mode} queries")
+
+
 def write_tracks_picture(video: TapVidVideo, folders: dict[str, Path], path: Path, title: str) -> Path:
     """Ground truth and each model's tracks (``folders``: label -> its output folder) on a few frames of ``video``.
 
