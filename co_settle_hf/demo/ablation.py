@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import SettingsError
+from ..evaluation import load_for_evaluation
 from ..machine import cpu_model, matmul_rate
 from ..training import CoSettleTrainingArguments, train
 from .budget import choose_precision
@@ -78,8 +79,9 @@ def run_row(base: CoSettleTrainingArguments, args: argparse.Namespace, out: Path
     tic = time.perf_counter()
     train(run)
     trained = time.perf_counter() - tic
-    scores = davis_scores({"adapter": folder}, footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}",
-                          tuple(args.eval_size), out / "eval-cache", precision=run.backbone_precision)  # scored as it trained
+    adapter = load_for_evaluation(str(folder), precision=run.backbone_precision)  # scored as it trained
+    scores = davis_scores({"adapter": adapter}, footage["benchmark"], out / "eval" / _slug(row) / f"seed{seed}",
+                          tuple(args.eval_size), out / "eval-cache")
     return {"row": row, "changes": changes, "precision": run.backbone_precision, "seed": seed,
             "J&F": scores["adapter"]["J&F-Mean"], "train_s": trained, "eval_s": time.perf_counter() - tic - trained,
             "cache_built": built}
@@ -89,8 +91,8 @@ def base_scores(args: argparse.Namespace, out: Path, backbone: str, footage: dic
     """J&F of the base backbone in both precisions (the bf16 change must stay within 0.2 points)."""
     scores = {}
     for precision in ("fp32", "bf16"):
-        rows = davis_scores({"base": Path(backbone)}, footage["benchmark"], out / "eval" / f"base-{precision}",
-                            tuple(args.eval_size), out / "eval-cache", precision=precision)
+        rows = davis_scores({"base": load_for_evaluation(backbone, precision=precision)}, footage["benchmark"],
+                            out / "eval" / f"base-{precision}", tuple(args.eval_size), out / "eval-cache")
         scores[precision] = rows["base"]["J&F-Mean"]
     return scores
 

@@ -35,6 +35,7 @@ from ..backbones.encoder import BACKBONE_PRECISIONS
 from ..configuration_co_settle import CoSettleConfig
 from ..data.video import read_video_frames, write_video
 from ..data.windows import find_cuts
+from ..evaluation import load_for_evaluation
 from ..hub.model_card import add_results_to_card, results_from_summary
 from ..modeling_co_settle import CoSettleModel
 from ..shared_flags import add_shared
@@ -249,15 +250,16 @@ def score_everything(args: argparse.Namespace, out: Path, footage: dict[str, Any
     torch.manual_seed(args.seed)
     untrained = out / "untrained_adapter"
     CoSettleModel.from_backbone(str(backbone), projection_init=args.projection_init).save_pretrained(untrained)
-    adapter, size, cache = adapters[args.seed], tuple(args.eval_size), out / "eval" / "cache"
-    seeds = {f"adapted_seed{seed}": path for seed, path in adapters.items()}
-    davis = davis_scores({"base": backbone, "untrained": untrained, **seeds}, footage["benchmark"], out / "eval" / "davis",
-                         size, cache, pictures=True)
+    models = {name: load_for_evaluation(str(path)) for name, path in
+              {"base": backbone, "untrained": untrained, **{f"adapted_seed{seed}": path for seed, path in adapters.items()}}.items()}
+    base, control, adapter = models["base"], models["untrained"], models[f"adapted_seed{args.seed}"]
+    size, cache = tuple(args.eval_size), out / "eval" / "cache"
+    davis = davis_scores(models, footage["benchmark"], out / "eval" / "davis", size, cache, pictures=True)
     davis["adapted"] = davis[f"adapted_seed{args.seed}"]
     tradeoff = tradeoff_scores(adapter, out / "data" / "heldout", out / "eval" / "tradeoff", TRADEOFF_FRAMES)
     footage["retrieval"] = prepare_retrieval(out / "data" / "retrieval", footage["frames"])
-    retrieval = retrieval_scores({"base": backbone, "adapted": adapter}, out / "data" / "retrieval", out / "eval" / "retrieval")
-    tracking = tracking_scores({"base": backbone, "untrained": untrained, "adapted": adapter}, footage["benchmark"] / "TAPVID",
+    retrieval = retrieval_scores({"base": base, "adapted": adapter}, out / "data" / "retrieval", out / "eval" / "retrieval")
+    tracking = tracking_scores({"base": base, "untrained": control, "adapted": adapter}, footage["benchmark"] / "TAPVID",
                                out / "eval" / "tapvid", size, cache)
     return davis, tradeoff, retrieval, tracking
 

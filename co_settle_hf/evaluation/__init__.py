@@ -3,8 +3,9 @@
 Label propagation on DAVIS (J&F), JHMDB (PCK) and VIP (mIoU), TAP-Vid point tracking (AJ), UCF101 /
 HMDB51 retrieval (R@k) and the separability / consistency trade-off analysis. Each `evaluate_*`
 takes an encoder (`load_for_evaluation`, or a `BackboneEncoder` / `CoSettleModel`), the data root
-and an output folder (a `FeatureCache` keeps a backbone's features for the next model), and returns its summary; `evaluate(task, models, ...)` is `co-settle eval TASK`
-from Python (several models compared, pictures and tables written).
+and an output folder, and returns its summary; a `FeatureCache` keeps a backbone's features for the
+next model on it. `evaluate(task, models, ...)` is `co-settle eval TASK` from Python (several
+models compared, pictures and tables written).
 """
 
 from .cache import FeatureCache
